@@ -1,0 +1,97 @@
+"""The sentence encoder SimCSE trains: Transformer encoder + pooler + optional MLP / MLM heads.
+
+Parameter tree (no `{"params": ...}` wrapper in the rest of the library):
+    {"encoder": {...}, "mlp": {"dense": {"kernel", "bias"}}, ["mlm_head": {...}]}
+The MLP head always exists so that every pooler and every recipe share one tree; whether it is
+*applied* is a call-time choice (`apply_mlp`), which is how SimCSE's `mlp_only_train` works.
+For BERT checkpoints the MLP head is BERT's own pooler (CLS → Linear → tanh), exactly what
+SimCSE's conversion script maps it to.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from distilface_jax.models.config import EncoderConfig
+from distilface_jax.models.encoder import Encoder, exact_gelu
+from distilface_jax.models.pooling import POOLERS, pool
+
+
+class MLPHead(nn.Module):
+    """SimCSE's `MLPLayer`: tanh(W x + b), H → H, computed in float32."""
+
+    config: EncoderConfig
+
+    @nn.compact
+    def __call__(self, x):
+        dense = nn.Dense(self.config.hidden_size, dtype=jnp.float32, param_dtype=jnp.float32,
+                         kernel_init=nn.initializers.normal(self.config.initializer_range), name="dense")
+        return jnp.tanh(dense(x))
+
+
+class MLMHead(nn.Module):
+    """BERT/DistilBERT MLM head: LN(gelu(W h + b)) @ Eᵀ + bias, decoder tied to the input embeddings."""
+
+    config: EncoderConfig
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, hidden, word_embeddings):
+        config = self.config
+        x = nn.Dense(config.hidden_size, dtype=self.dtype, param_dtype=jnp.float32,
+                     kernel_init=nn.initializers.normal(config.initializer_range), name="transform")(hidden)
+        x = nn.LayerNorm(epsilon=config.layer_norm_eps, dtype=self.dtype, param_dtype=jnp.float32,
+                         name="layer_norm")(exact_gelu(x))
+        bias = self.param("bias", nn.initializers.zeros, (config.vocab_size,), jnp.float32)
+        logits = jnp.einsum("blh,vh->blv", x, word_embeddings.astype(self.dtype))
+        return logits.astype(jnp.float32) + bias  # [B, L, V]
+
+
+class SentenceEncoder(nn.Module):
+    config: EncoderConfig
+    pooler: str = "cls"
+    dtype: jnp.dtype = jnp.float32
+    attention_impl: str = "xla"
+    with_mlm_head: bool = False
+
+    def setup(self):
+        if self.pooler not in POOLERS:
+            raise ValueError(f"unknown pooler {self.pooler!r}; expected one of {POOLERS}")
+        self.encoder = Encoder(self.config, self.dtype, self.attention_impl)
+        self.mlp = MLPHead(self.config)
+        if self.with_mlm_head:
+            self.mlm_head = MLMHead(self.config, self.dtype)
+
+    def __call__(self, input_ids, attention_mask, token_type_ids: Optional[jax.Array] = None, *,
+                 deterministic: bool = True, apply_mlp: bool = True) -> jax.Array:
+        """[B, L] tokens → [B, H] float32 sentence embeddings."""
+        output = self.encoder(input_ids, attention_mask, token_type_ids, deterministic=deterministic)
+        pooled = pool(self.pooler, output, attention_mask)
+        if self.pooler == "cls" and apply_mlp:
+            return self.mlp(pooled)
+        return pooled
+
+    def mlm_logits(self, input_ids, attention_mask, token_type_ids: Optional[jax.Array] = None, *,
+                   deterministic: bool = True) -> jax.Array:
+        """[B, L] (masked) tokens → [B, L, V] float32 MLM logits."""
+        output = self.encoder(input_ids, attention_mask, token_type_ids, deterministic=deterministic)
+        return self.mlm_head(output.last_hidden_state, self.encoder.word_embedding_table())
+
+    def init_all(self, input_ids, attention_mask):
+        """Touches every submodule so `init` creates the whole tree (MLP and MLM head included)."""
+        embedding = self(input_ids, attention_mask)
+        self.mlp(jnp.zeros((1, self.config.hidden_size), jnp.float32))
+        if self.with_mlm_head:
+            return embedding, self.mlm_logits(input_ids, attention_mask)
+        return embedding
+
+
+def init_params(config: EncoderConfig, key: jax.Array, *, with_mlm_head: bool = False) -> dict:
+    """Randomly initialised parameter tree (the layout `hf.py` imports into)."""
+    model = SentenceEncoder(config, with_mlm_head=with_mlm_head)
+    ids = jnp.zeros((1, 4), jnp.int32)
+    return model.init(key, ids, jnp.ones_like(ids), method=SentenceEncoder.init_all)["params"]

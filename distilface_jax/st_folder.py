@@ -1,0 +1,90 @@
+"""The sentence-transformers side of an exported folder: modules.json and its module folders.
+
+Layout (as `SentenceTransformer.save` writes it):
+    modules.json                 Transformer ("") → Pooling (1_Pooling) → [Dense (2_Dense)] → [Normalize]
+    sentence_bert_config.json    max_seq_length
+    1_Pooling/config.json        CLS or mean pooling, matching our pooler
+    2_Dense/                     SimCSE's MLP head (Linear + tanh) when the recipe keeps it
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from distilface_jax.models.config import EncoderConfig
+
+_TANH = "torch.nn.modules.activation.Tanh"
+# Poolers that sentence-transformers' Pooling module can express (its Transformer module only
+# exposes the last layer, so the multi-layer averages cannot be exported as ST modules).
+ST_POOLING_MODE = {"cls": "cls", "cls_before_pooler": "cls", "avg": "mean"}
+
+
+def _write_json(path: Path, value) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(value, indent=2) + "\n")
+
+
+def write_sentence_transformers_files(folder: Path, config: EncoderConfig, params: dict, *, pooler: str,
+                                      keep_mlp: bool, normalize: bool, max_seq_length: int) -> None:
+    from safetensors.numpy import save_file
+
+    if pooler not in ST_POOLING_MODE:
+        raise ValueError(f"pooler {pooler!r} cannot be expressed with sentence-transformers modules; "
+                         f"export with one of {sorted(ST_POOLING_MODE)}")
+    mode = ST_POOLING_MODE[pooler]
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+    ]
+    _write_json(folder / "1_Pooling" / "config.json", {
+        "word_embedding_dimension": config.hidden_size,
+        "pooling_mode_cls_token": mode == "cls",
+        "pooling_mode_mean_tokens": mode == "mean",
+        "pooling_mode_max_tokens": False,
+        "pooling_mode_mean_sqrt_len_tokens": False,
+        "pooling_mode_weightedmean_tokens": False,
+        "pooling_mode_lasttoken": False,
+        "include_prompt": True,
+    })
+    if pooler == "cls" and keep_mlp:
+        dense = params["mlp"]["dense"]
+        _write_json(folder / "2_Dense" / "config.json", {
+            "in_features": config.hidden_size, "out_features": config.hidden_size,
+            "bias": True, "activation_function": _TANH})
+        save_file({"linear.weight": np.ascontiguousarray(np.asarray(dense["kernel"], np.float32).T),
+                   "linear.bias": np.asarray(dense["bias"], np.float32)},
+                  str(folder / "2_Dense" / "model.safetensors"))
+        modules.append({"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"})
+    if normalize:
+        index = len(modules)
+        modules.append({"idx": index, "name": str(index), "path": f"{index}_Normalize",
+                        "type": "sentence_transformers.models.Normalize"})
+        (folder / f"{index}_Normalize").mkdir()
+    _write_json(folder / "modules.json", modules)
+    _write_json(folder / "sentence_bert_config.json", {"max_seq_length": max_seq_length, "do_lower_case": False})
+    _write_json(folder / "config_sentence_transformers.json", {"similarity_fn_name": "cosine"})
+
+
+def read_mlp_dense(folder: Path, hidden_size: int) -> Optional[dict]:
+    """The MLP head from a sentence-transformers Dense(H→H, tanh) module right after CLS pooling."""
+    modules_file = folder / "modules.json"
+    if not modules_file.exists():
+        return None
+    modules = json.loads(modules_file.read_text())
+    for previous, module in zip(modules, modules[1:]):
+        if not (previous.get("type", "").endswith("Pooling") and module.get("type", "").endswith("Dense")):
+            continue
+        pooling = json.loads((folder / previous["path"] / "config.json").read_text())
+        dense_config = json.loads((folder / module["path"] / "config.json").read_text())
+        if not (pooling.get("pooling_mode_cls_token") and dense_config.get("activation_function") == _TANH
+                and dense_config.get("in_features") == hidden_size == dense_config.get("out_features")):
+            return None
+        from safetensors.numpy import load_file
+        weights = load_file(str(folder / module["path"] / "model.safetensors"))
+        return {"kernel": np.ascontiguousarray(weights["linear.weight"].T.astype(np.float32)),
+                "bias": weights["linear.bias"].astype(np.float32)}
+    return None

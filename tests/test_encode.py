@@ -1,0 +1,82 @@
+"""`python -m distilface_jax.encode` and the bucketed embedder behind it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from conftest import SENTENCES, WORDS
+from distilface_jax import encode, hf
+from distilface_jax.inference import bucket_lengths, make_embed_fn
+
+
+def torch_mean_pooled(model_dir, sentences):
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(model_dir))
+    model = transformers.AutoModel.from_pretrained(str(model_dir)).eval()
+    rows = []
+    for sentence in sentences:  # One at a time: no padding at all in the reference.
+        batch = tokenizer([sentence], return_tensors="pt", truncation=True, max_length=64)
+        with torch.no_grad():
+            rows.append(model(**batch).last_hidden_state[0].mean(0).numpy())
+    return np.stack(rows)
+
+
+def test_cli_rows_follow_lines_and_match_pytorch(tiny_distilbert_dir, tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    lines = [" ".join(rng.choice(WORDS, size=rng.integers(1, 50))) for _ in range(70)] + SENTENCES
+    (tmp_path / "in.txt").write_text("\n".join(lines) + "\n")
+    status = encode.main(["--model", str(tiny_distilbert_dir), "--input", str(tmp_path / "in.txt"),
+                          "--output", str(tmp_path / "out.npy"), "--batch-size", "16"])
+    assert status == 0
+    embeddings = np.load(tmp_path / "out.npy")
+    assert embeddings.shape == (len(lines), 32) and embeddings.dtype == np.float32
+    np.testing.assert_allclose(embeddings, torch_mean_pooled(tiny_distilbert_dir, lines), atol=1e-5, rtol=0)
+
+
+def test_cli_normalize(tiny_bert_dir, tmp_path):
+    (tmp_path / "in.txt").write_text("\n".join(SENTENCES))
+    assert encode.main(["--model", str(tiny_bert_dir), "--input", str(tmp_path / "in.txt"), "--output",
+                        str(tmp_path / "out.npy"), "--normalize", "--pooler", "cls"]) == 0
+    np.testing.assert_allclose(np.linalg.norm(np.load(tmp_path / "out.npy"), axis=-1), 1.0, atol=1e-6)
+
+
+def test_few_shapes_compile_for_many_lengths(tiny_distilbert_dir):
+    loaded = hf.load_pretrained(str(tiny_distilbert_dir))
+    sentences = [" ".join(["cat"] * n) for n in range(1, 63)]  # 62 distinct lengths, up to the limit
+    embed = make_embed_fn(loaded.config, loaded.params, loaded.tokenizer, batch_size=8)
+    embed(sentences)
+    assert len(embed.compiled_shapes) <= len(bucket_lengths(64)) == 4
+    assert {length for _, length in embed.compiled_shapes} <= {8, 16, 32, 64}
+
+
+def test_truncation_at_max_length(tiny_distilbert_dir):
+    loaded = hf.load_pretrained(str(tiny_distilbert_dir))
+    long_sentence = " ".join(["dog"] * 200)
+    embed = make_embed_fn(loaded.config, loaded.params, loaded.tokenizer, max_length=16)
+    short = make_embed_fn(loaded.config, loaded.params, loaded.tokenizer)
+    np.testing.assert_allclose(embed([long_sentence]), short([" ".join(["dog"] * 14)]), atol=1e-6)
+    assert embed.max_length == 16 and short.max_length == 64
+
+
+@pytest.mark.parametrize("case", ["empty", "missing", "bad_model", "blank_only"])
+def test_cli_bad_inputs_fail_cleanly(case, tiny_distilbert_dir, tmp_path, capsys):
+    source = tmp_path / "in.txt"
+    model = str(tiny_distilbert_dir)
+    if case == "empty":
+        source.write_text("")
+    elif case == "blank_only":
+        source.write_text("\n \n")
+    elif case == "bad_model":
+        source.write_text("a sentence\n")
+        (tmp_path / "not_a_model").mkdir()
+        model = str(tmp_path / "not_a_model")
+    output = tmp_path / "out.npy"
+    status = encode.main(["--model", model, "--input", str(source), "--output", str(output)])
+    error = capsys.readouterr().err
+    assert status == 2
+    assert error.startswith("error: ") and len(error.strip().splitlines()) == 1, error
+    assert {"empty": "empty", "blank_only": "empty", "missing": "no such file", "bad_model": "config.json"}[case] in error
+    assert not output.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.npy")] == []

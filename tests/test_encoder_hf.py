@@ -1,0 +1,198 @@
+"""The Flax encoder against Hugging Face PyTorch: hidden states, poolers, MLM head, import errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from conftest import SENTENCES, save_tiny_hf_model
+from distilface_jax import hf
+from distilface_jax.models.encoder import Encoder
+from distilface_jax.models.pooling import POOLERS
+from distilface_jax.models.sentence_model import SentenceEncoder
+
+
+def padded_batch(tokenizer):
+    batch = tokenizer(SENTENCES, padding=True, return_tensors="np")
+    assert batch["attention_mask"].min() == 0, "the batch must contain padding"
+    return batch["input_ids"].astype(np.int32), batch["attention_mask"].astype(np.int32)
+
+
+def torch_outputs(model_dir, input_ids, attention_mask):
+    model = transformers.AutoModel.from_pretrained(str(model_dir)).eval()
+    with torch.no_grad():
+        return model(input_ids=torch.tensor(input_ids, dtype=torch.long),
+                     attention_mask=torch.tensor(attention_mask, dtype=torch.long), output_hidden_states=True)
+
+
+def test_hidden_states_match_pytorch(tiny_model_dir):
+    loaded = hf.load_pretrained(str(tiny_model_dir))
+    input_ids, attention_mask = padded_batch(loaded.tokenizer)
+    ours = Encoder(loaded.config).apply({"params": loaded.params["encoder"]}, input_ids, attention_mask)
+    theirs = torch_outputs(tiny_model_dir, input_ids, attention_mask)
+    assert len(ours.hidden_states) == len(theirs.hidden_states) == loaded.config.num_layers + 1
+    real = attention_mask.astype(bool)  # HF leaves garbage-but-finite values at padded queries too.
+    for mine, reference in zip(ours.hidden_states, theirs.hidden_states):
+        np.testing.assert_allclose(np.asarray(mine)[real], reference.numpy()[real], atol=1e-5, rtol=0)
+
+
+def reference_pool(pooler, theirs, attention_mask, mlp):
+    """SimCSE's Pooler + MLPLayer, written in numpy over the PyTorch hidden states."""
+    hidden = [h.numpy().astype(np.float64) for h in theirs.hidden_states]
+    mask = attention_mask[..., None].astype(np.float64)
+    mean = lambda h: (h * mask).sum(1) / mask.sum(1)
+    if pooler == "cls":
+        return np.tanh(hidden[-1][:, 0] @ np.asarray(mlp["kernel"], np.float64) + np.asarray(mlp["bias"]))
+    return {"cls_before_pooler": lambda: hidden[-1][:, 0],
+            "avg": lambda: mean(hidden[-1]),
+            "avg_first_last": lambda: mean((hidden[1] + hidden[-1]) / 2),
+            "avg_top2": lambda: mean((hidden[-2] + hidden[-1]) / 2)}[pooler]()
+
+
+@pytest.mark.parametrize("pooler", POOLERS)
+def test_poolers_match_reference(tiny_model_dir, pooler):
+    loaded = hf.load_pretrained(str(tiny_model_dir))
+    input_ids, attention_mask = padded_batch(loaded.tokenizer)
+    ours = SentenceEncoder(loaded.config, pooler=pooler).apply({"params": loaded.params}, input_ids, attention_mask)
+    theirs = torch_outputs(tiny_model_dir, input_ids, attention_mask)
+    expected = reference_pool(pooler, theirs, attention_mask, loaded.params["mlp"]["dense"])
+    np.testing.assert_allclose(np.asarray(ours), expected, atol=1e-5, rtol=0)
+
+
+def test_bert_pooler_is_the_mlp_head(tiny_bert_dir):
+    """SimCSE's 'cls' pooler on a BERT checkpoint is HF's pooler_output."""
+    loaded = hf.load_pretrained(str(tiny_bert_dir))
+    assert loaded.found_mlp
+    input_ids, attention_mask = padded_batch(loaded.tokenizer)
+    ours = SentenceEncoder(loaded.config, pooler="cls").apply({"params": loaded.params}, input_ids, attention_mask)
+    theirs = torch_outputs(tiny_bert_dir, input_ids, attention_mask)
+    np.testing.assert_allclose(np.asarray(ours), theirs.pooler_output.numpy(), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("model_type", ["distilbert", "bert"])
+def test_mlm_head_and_prefixed_checkpoint_match_pytorch(tmp_path, model_type):
+    folder = save_tiny_hf_model(tmp_path / model_type, model_type, head="mlm")
+    assert any(name.startswith(f"{model_type}.") for name in _tensor_names(folder))
+    loaded = hf.load_pretrained(str(folder), with_mlm_head=True)
+    input_ids, attention_mask = padded_batch(loaded.tokenizer)
+    model = SentenceEncoder(loaded.config, with_mlm_head=True)
+    ours = model.apply({"params": loaded.params}, input_ids, attention_mask, method=SentenceEncoder.mlm_logits)
+    reference = transformers.AutoModelForMaskedLM.from_pretrained(str(folder)).eval() if model_type == "distilbert" \
+        else transformers.BertForPreTraining.from_pretrained(str(folder)).eval()
+    with torch.no_grad():
+        output = reference(input_ids=torch.tensor(input_ids, dtype=torch.long),
+                           attention_mask=torch.tensor(attention_mask, dtype=torch.long))
+    logits = output.logits if model_type == "distilbert" else output.prediction_logits
+    real = attention_mask.astype(bool)
+    np.testing.assert_allclose(np.asarray(ours)[real], logits.numpy()[real], atol=2e-5, rtol=0)
+
+
+def test_bfloat16_compute_keeps_float32_params_and_stays_close(tiny_distilbert_dir):
+    loaded = hf.load_pretrained(str(tiny_distilbert_dir))
+    input_ids, attention_mask = padded_batch(loaded.tokenizer)
+    full = SentenceEncoder(loaded.config, pooler="avg").apply({"params": loaded.params}, input_ids, attention_mask)
+    half = SentenceEncoder(loaded.config, pooler="avg", dtype=jnp.bfloat16).apply(
+        {"params": loaded.params}, input_ids, attention_mask)
+    assert half.dtype == jnp.float32  # Poolers return float32 whatever the compute dtype.
+    cosine = np.sum(np.asarray(full) * np.asarray(half), -1) / (
+        np.linalg.norm(full, axis=-1) * np.linalg.norm(half, axis=-1))
+    assert cosine.min() > 0.99
+
+
+def test_dropout_needs_rng_and_changes_outputs(tiny_distilbert_dir):
+    loaded = hf.load_pretrained(str(tiny_distilbert_dir))
+    input_ids, attention_mask = padded_batch(loaded.tokenizer)
+    model = SentenceEncoder(loaded.config, pooler="avg")
+    apply = lambda key: model.apply({"params": loaded.params}, input_ids, attention_mask, deterministic=False,
+                                    rngs={"dropout": key})
+    first, again, other = apply(jax.random.key(1)), apply(jax.random.key(1)), apply(jax.random.key(2))
+    np.testing.assert_array_equal(first, again)
+    assert not np.allclose(first, other)
+    no_dropout = SentenceEncoder(loaded.config.replace(hidden_dropout=0.0, attention_dropout=0.0), pooler="avg")
+    np.testing.assert_allclose(
+        no_dropout.apply({"params": loaded.params}, input_ids, attention_mask, deterministic=False,
+                         rngs={"dropout": jax.random.key(1)}),
+        model.apply({"params": loaded.params}, input_ids, attention_mask), atol=1e-6)
+
+
+def _tensor_names(folder):
+    from safetensors import safe_open
+    with safe_open(str(folder / "model.safetensors"), framework="np") as handle:
+        return list(handle.keys())
+
+
+def _rewrite_tensors(folder, edit):
+    from safetensors.numpy import load_file, save_file
+    tensors = load_file(str(folder / "model.safetensors"))
+    edit(tensors)
+    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+
+
+def _copy(source, tmp_path):
+    target = tmp_path / "model"
+    shutil.copytree(source, target)
+    return target
+
+
+def test_missing_tensor_is_named(tiny_distilbert_dir, tmp_path):
+    folder = _copy(tiny_distilbert_dir, tmp_path)
+    _rewrite_tensors(folder, lambda t: t.pop("transformer.layer.1.ffn.lin2.weight"))
+    with pytest.raises(hf.ModelLoadError, match=r"missing tensor 'transformer\.layer\.1\.ffn\.lin2\.weight'"):
+        hf.load_pretrained(str(folder))
+
+
+def test_wrong_shape_is_named(tiny_bert_dir, tmp_path):
+    folder = _copy(tiny_bert_dir, tmp_path)
+    _rewrite_tensors(folder, lambda t: t.__setitem__("encoder.layer.0.attention.self.query.weight",
+                                                     np.zeros((32, 16), np.float32)))
+    with pytest.raises(hf.ModelLoadError, match=r"'encoder\.layer\.0\.attention\.self\.query\.weight' has shape"):
+        hf.load_pretrained(str(folder))
+
+
+def test_unexpected_tensor_is_named(tiny_distilbert_dir, tmp_path):
+    folder = _copy(tiny_distilbert_dir, tmp_path)
+    _rewrite_tensors(folder, lambda t: t.__setitem__("classifier.weight", np.zeros((2, 32), np.float32)))
+    with pytest.raises(hf.ModelLoadError, match="unexpected tensors.*classifier.weight"):
+        hf.load_pretrained(str(folder))
+
+
+def test_unknown_model_type_is_named(tiny_distilbert_dir, tmp_path):
+    folder = _copy(tiny_distilbert_dir, tmp_path)
+    config = json.loads((folder / "config.json").read_text())
+    config["model_type"] = "roberta"
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(hf.ModelLoadError, match="model_type 'roberta' is not supported"):
+        hf.load_pretrained(str(folder))
+
+
+def test_missing_config_key_is_named(tiny_bert_dir, tmp_path):
+    folder = _copy(tiny_bert_dir, tmp_path)
+    config = json.loads((folder / "config.json").read_text())
+    del config["num_hidden_layers"]
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(hf.ModelLoadError, match="missing key 'num_hidden_layers'"):
+        hf.load_pretrained(str(folder))
+
+
+def test_not_a_model_folder(tmp_path):
+    with pytest.raises(hf.ModelLoadError, match="config.json: missing"):
+        hf.load_pretrained(str(tmp_path))
+    with pytest.raises(hf.ModelLoadError, match="not a model folder"):
+        hf.load_pretrained(str(tmp_path / "nope"))
+
+
+def test_pytorch_bin_checkpoint_loads_with_weights_only(tiny_bert_dir, tmp_path):
+    folder = _copy(tiny_bert_dir, tmp_path)
+    model = transformers.AutoModel.from_pretrained(str(folder))
+    (folder / "model.safetensors").unlink()
+    torch.save(model.state_dict(), folder / "pytorch_model.bin")
+    from_bin = hf.load_pretrained(str(folder))
+    reference = hf.load_pretrained(str(tiny_bert_dir))
+    jax.tree_util.tree_map(np.testing.assert_array_equal, from_bin.params["encoder"], reference.params["encoder"])

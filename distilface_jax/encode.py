@@ -16,50 +16,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from distilface_jax.models.pooling import POOLERS
-
-
-class UsageError(ValueError):
-    """A bad input the user can fix: printed as one line, exit status 2."""
-
-
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """--model or --workdir [--step], shared by `encode` and `evaluate`."""
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--model", help="Hugging Face hub id or local HF model folder")
-    source.add_argument("--workdir", help="a training run's folder: use its checkpoint")
-    parser.add_argument("--step", default=None,
-                        help="with --workdir: a checkpoint step number, 'best', or (default) the latest")
-    parser.add_argument("--pooler", choices=POOLERS, default=None,
-                        help="sentence pooler (default: avg for --model, the run's eval pooler for --workdir)")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--max-length", type=int, default=None,
-                        help="truncate to this many tokens (default: the model's own limit)")
-
-
-def build_embed_fn(args: argparse.Namespace, *, normalize: bool = False, progress: bool = False):
-    """The embedding function the model arguments describe."""
-    from distilface_jax import hf
-    from distilface_jax.inference import make_embed_fn
-
-    if args.workdir:
-        from distilface_jax import run_model
-        model = run_model.load_run_model(args.workdir, step=args.step)
-        pooler, apply_mlp = model.pooler, model.apply_mlp
-        if args.pooler is not None and args.pooler != model.pooler:
-            pooler, apply_mlp = args.pooler, True
-    else:
-        if args.step is not None:
-            raise UsageError("--step goes with --workdir")
-        try:
-            model = hf.load_pretrained(args.model)
-        except (hf.ModelLoadError, OSError) as error:
-            raise UsageError(f"cannot load model: {error}") from error
-        pooler, apply_mlp = args.pooler or "avg", True
-    if args.batch_size < 1:
-        raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
-    return make_embed_fn(model.config, model.params, model.tokenizer, pooler=pooler, batch_size=args.batch_size,
-                         max_length=args.max_length, normalize=normalize, progress=progress, apply_mlp=apply_mlp)
+from distilface_jax.cli_model import UsageError, add_model_arguments, build_embed_fn
 
 
 def read_sentences(path: Path) -> list[str]:

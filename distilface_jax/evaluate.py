@@ -2,6 +2,7 @@
 
     python -m distilface_jax.evaluate --model sentence-transformers/all-MiniLM-L6-v2 \
         --sts-dir data/senteval --pooler avg --json results/minilm.json
+    python -m distilface_jax.evaluate --workdir runs/unsup_distilbert --step best --sts-dir data/senteval
 
 Prints a SimCSE-README style table (Spearman x 100 of cosine similarity) and, with ``--json``,
 writes ``{"STS12": .., ..., "avg": .., "details": {..}}``. Data errors and model-load failures
@@ -18,10 +19,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from distilface_jax import sts
+from distilface_jax import cli_model, sts
 from distilface_jax.atomic import atomic_file
 
-POOLERS = ("avg", "cls", "cls_before_pooler", "avg_first_last", "avg_top2")
 EXIT_USAGE = 2
 
 
@@ -34,22 +34,13 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m distilface_jax.evaluate",
         description="SentEval STS (SimCSE protocol): Spearman x 100 of cosine similarity.",
     )
-    # Where the weights come from. A mutually exclusive group so `--workdir DIR [--step N|best]`
-    # (evaluate a training checkpoint) can join `--model` here without changing anything else.
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--model", metavar="NAME_OR_DIR", help="Hugging Face hub id or local HF model folder")
-
+    cli_model.add_model_arguments(parser)
     parser.add_argument("--sts-dir", required=True, type=Path, metavar="DIR",
                         help="SentEval data folder holding STS/ and SICK/ (launch/download_senteval_sts.sh)")
-    parser.add_argument("--pooler", default="avg", choices=POOLERS,
-                        help="sentence pooler (default: avg; SimCSE unsup checkpoints: cls_before_pooler)")
     parser.add_argument("--mode", default="test", choices=("test", "dev"),
                         help="test: the 7 SimCSE tasks; dev: STS-B dev + SICK trial")
     parser.add_argument("--tasks", nargs="+", metavar="TASK",
                         help=f"subset of tasks (default: all of the mode); valid: {' '.join(sts.TASKS)}")
-    parser.add_argument("--batch-size", type=_positive_int, default=128, metavar="N")
-    parser.add_argument("--max-length", type=_positive_int, default=None, metavar="N",
-                        help="truncate to N tokens (default: the model's limit, as SimCSE)")
     parser.add_argument("--json", type=Path, metavar="OUT", help="write the results (with details) here")
     return parser
 
@@ -62,19 +53,11 @@ def _positive_int(text: str) -> int:
 
 
 def _load_embed_fn(args: argparse.Namespace) -> Any:
-    """Model -> ``embed(list[str]) -> np.ndarray [N, H]``; imports JAX only when needed."""
+    """Model -> ``embed(list[str]) -> np.ndarray [N, H]``."""
     try:
-        from distilface_jax import hf, inference
-    except ImportError as e:
-        raise CliError(f"cannot import the model code: {e}") from None
-    try:
-        model = hf.load_pretrained(args.model)
-    except (ValueError, OSError) as e:  # hf.ModelLoadError is a ValueError
-        raise CliError(f"could not load model {args.model!r}: {e}") from None
-    return inference.make_embed_fn(
-        model.config, model.params, model.tokenizer,
-        pooler=args.pooler, batch_size=args.batch_size, max_length=args.max_length,
-    )
+        return cli_model.build_embed_fn(args)
+    except cli_model.UsageError as e:
+        raise CliError(str(e)) from None
 
 
 def _json_safe(value: Any) -> Any:

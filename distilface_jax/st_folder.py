@@ -88,3 +88,21 @@ def read_mlp_dense(folder: Path, hidden_size: int) -> Optional[dict]:
         return {"kernel": np.ascontiguousarray(weights["linear.weight"].T.astype(np.float32)),
                 "bias": weights["linear.bias"].astype(np.float32)}
     return None
+
+
+def read_pooler(folder: Path) -> Optional[tuple[str, bool]]:
+    """(pooler, apply_mlp) that a sentence-transformers folder's modules describe, if it has them."""
+    modules_file = folder / "modules.json"
+    if not modules_file.exists():
+        return None
+    modules = json.loads(modules_file.read_text())
+    pooling = next((m for m in modules if m.get("type", "").endswith("Pooling")), None)
+    if pooling is None:
+        return None
+    pooling_config = json.loads((folder / pooling["path"] / "config.json").read_text())
+    if pooling_config.get("pooling_mode_mean_tokens"):
+        return "avg", True
+    if pooling_config.get("pooling_mode_cls_token"):
+        has_mlp = read_mlp_dense(folder, pooling_config.get("word_embedding_dimension", -1)) is not None
+        return ("cls", True) if has_mlp else ("cls_before_pooler", True)
+    return None

@@ -132,7 +132,7 @@ def _fields(line: str, path: Path, lineno: int, want: int, *, exact: bool) -> li
 def _subset(name: str, rows: list[tuple[str, str, float]], path: Path) -> StsSubset:
     if not rows:
         raise StsDataError(f"{path}: no scored sentence pairs")
-    s1, s2, gold = zip(*rows)
+    s1, s2, gold = zip(*rows, strict=True)
     return StsSubset(name, tuple(s1), tuple(s2), np.asarray(gold, dtype=np.float64))
 
 
@@ -144,12 +144,13 @@ def _load_sts_pairs(input_path: Path, gold_path: Path, name: str) -> StsSubset:
     inputs = _read_lines(input_path)
     golds = _read_lines(gold_path)
     if len(golds) != len(inputs):
+        shorter = gold_path if len(golds) < len(inputs) else input_path
         raise StsDataError(
-            f"{gold_path}: {len(golds)} lines but {input_path} has {len(inputs)}; "
-            f"first line without a partner: {min(len(golds), len(inputs)) + 1}"
+            f"{shorter}:{min(len(golds), len(inputs)) + 1}: line has no partner: {gold_path} has "
+            f"{len(golds)} lines, {input_path} has {len(inputs)}; they must match line for line"
         )
     rows = []
-    for lineno, (pair, gold) in enumerate(zip(inputs, golds), start=1):
+    for lineno, (pair, gold) in enumerate(zip(inputs, golds, strict=True), start=1):
         fields = _fields(pair, input_path, lineno, 2, exact=True)
         if gold.strip() == "":  # unscored pair (SentEval: `raw_scores != ''`)
             continue
@@ -197,7 +198,7 @@ def load_sick(sts_dir: str | Path, split: str = "test") -> StsTask:
     # SentEval skips the first line unconditionally; check it is a header so a file that lost
     # its header does not silently lose a pair.
     if not lines or _looks_numeric(lines[0].split("\t")[3:4]):
-        raise StsDataError(f"{path}:1: expected a header line (pair_ID, sentence_A, sentence_B, relatedness_score, ...)")
+        raise StsDataError(f"{path}:1: expected a header line (pair_ID, sentence_A, sentence_B, relatedness_score)")
     rows = []
     for lineno, line in enumerate(lines[1:], start=2):
         f = _fields(line, path, lineno, 4, exact=False)
@@ -282,7 +283,7 @@ def correlation(pred: np.ndarray, gold: np.ndarray) -> dict[str, float]:
 
 def _task_details(preds: list[np.ndarray], task: StsTask) -> dict:
     """SentEval's aggregation: per subset, 'all' (pooled pairs), 'mean', 'wmean' (by subset size)."""
-    subsets = {sub.name: correlation(p, sub.gold) for p, sub in zip(preds, task.subsets)}
+    subsets = {sub.name: correlation(p, sub.gold) for p, sub in zip(preds, task.subsets, strict=True)}
     pooled = correlation(np.concatenate(preds), np.concatenate([s.gold for s in task.subsets]))
     sizes = np.array([len(s) for s in task.subsets], dtype=np.float64)
 
@@ -348,10 +349,10 @@ def format_table(results: dict) -> str:
     names = [t for t in TASKS if t in results]
     headers = [*names, "Avg."]
     cells = [f"{results[t]:.2f}" for t in names] + [f"{results['avg']:.2f}"]
-    widths = [max(len(h), len(c)) + 2 for h, c in zip(headers, cells)]
+    widths = [max(len(h), len(c)) + 2 for h, c in zip(headers, cells, strict=True)]
     rule = "+" + "+".join("-" * w for w in widths) + "+"
 
     def row(items: list[str]) -> str:
-        return "|" + "|".join(item.center(w) for item, w in zip(items, widths)) + "|"
+        return "|" + "|".join(item.center(w) for item, w in zip(items, widths, strict=True)) + "|"
 
     return "\n".join([rule, row(headers), rule, row(cells), rule])

@@ -23,14 +23,17 @@ def write_vocab(path: Path) -> Path:
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
     pieces = [f"##{c}" for c in letters]
-    path.write_text("\n".join(specials + WORDS + letters + pieces) + "\n")
+    path.write_text("\n".join(dict.fromkeys(specials + WORDS + letters + pieces)) + "\n")
     return path
 
 
 def make_tokenizer(folder: Path):
-    from transformers import BertTokenizerFast
+    from distilface_jax.tiny_data import load_tiny_tokenizer
     folder.mkdir(parents=True, exist_ok=True)
-    return BertTokenizerFast(vocab_file=str(write_vocab(folder / "vocab.txt")), model_max_length=64)
+    tokenizer = load_tiny_tokenizer(str(write_vocab(folder / "vocab.txt")))
+    tokenizer.model_max_length = 64
+    assert tokenizer("the cat sits")["input_ids"][1:-1] == [tokenizer.vocab[w] for w in ("the", "cat", "sits")]
+    return tokenizer
 
 
 def save_tiny_hf_model(folder: Path, model_type: str, *, head: str = "base", seed: int = 0) -> Path:

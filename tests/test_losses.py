@@ -132,7 +132,7 @@ def test_zero_embedding_has_finite_gradient():
     assert all(np.isfinite(np.asarray(x)).all() for x in g)
 
 
-@pytest.mark.parametrize("with_z3,w", CASES)
+@pytest.mark.parametrize("with_z3,w", [(False, 0.0), (True, 1.5)])
 def test_local_shards_sum_to_global_loss_and_grad(with_z3, w):
     """Sum over simulated devices of the local loss / B == the global loss, value and grad."""
     B, num_shards = 12, 3

@@ -1,0 +1,421 @@
+"""Benchmark harness: the real training step (`train_step.make_train_step`), STS and encode timings.
+
+    python -m distilface_jax.benchmark --preset distilbert-base --batch-sizes 64,512 --seq-len 32 \\
+        --dtype bfloat16 --steps 50 --peer torch --peer-compile --output results.jsonl
+    python -m distilface_jax.benchmark --preset tiny --dtype float32 --steps 3   # CPU, seconds
+
+Every measurement is printed as one JSON line (and appended to `--output`). Models are random
+initialisations of a preset shape: speed does not depend on the weights. All tokens of the
+synthetic batch are real (no padding), as in the PyTorch peer.
+
+Model FLOPs per training step (MFU's numerator; the usual 6·N·T, Kaplan et al. 2020):
+
+    F = 6 · P_layers · (2B · L)  +  6 · P_head · 2B  +  12 · n_layers · (2B) · L² · H
+
+for global batch B sentences, 2 dropout views each, L tokens per row, hidden size H. P_layers
+is every Transformer-layer parameter (embedding tables and the embedding LayerNorm excluded:
+a lookup is no matmul); P_head is the MLP head, applied to the [CLS] row only. 6 = 2 (multiply
++ add) × 3 (forward, input gradient, weight gradient). The attention term is QKᵀ and AV, each
+2·L²·H per row and layer forward, ×3 for training. The contrastive loss (2·B²·H) is left out.
+MFU = F / step time / (measured peak FLOP/s of one device × devices); the peak is a big
+jitted matmul on the same device (bfloat16 on accelerators if the step is bf16, float32 on CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import resource
+import sys
+import tempfile
+import time
+import types
+from pathlib import Path
+from typing import Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from distilface_jax import sharding, train_state
+from distilface_jax.models.config import EncoderConfig
+from distilface_jax.models.sentence_model import SentenceEncoder, init_params
+from distilface_jax.train_step import LossConfig, make_train_step
+
+PRESETS = {
+    "tiny": EncoderConfig(vocab_size=1000, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64,
+                          max_position_embeddings=64),
+    "distilbert-base": EncoderConfig(),
+    "bert-base": EncoderConfig(model_type="bert", num_layers=12, type_vocab_size=2),
+}
+NUM_VIEWS = 2  # unsupervised SimCSE: every sentence twice, two dropout masks
+_EMBEDDING_TABLES = ("word_embeddings", "position_embeddings", "token_type_embeddings")
+# SimCSE's recipe (HF Trainer defaults): what `train` builds from the base config.
+_OPTIMIZER = types.SimpleNamespace(learning_rate=3e-5, total_steps=1_000_000, warmup_steps=0, max_grad_norm=1.0,
+                                   adam_b1=0.9, adam_b2=0.999, adam_eps=1e-8, weight_decay=0.0)
+
+
+# ----------------------------------------------------------------------------- model FLOPs
+
+
+def parameter_counts(params) -> dict[str, int]:
+    """{"layers", "head", "embedding"} parameter counts of a SentenceEncoder tree."""
+    counts = {"layers": 0, "head": 0, "embedding": 0}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        names = [getattr(key, "key", str(key)) for key in path]
+        group = "head" if names[0] == "mlp" else "embedding" if "embeddings" in names else "layers"
+        counts[group] += int(np.prod(leaf.shape))
+    return counts
+
+
+def model_flops_per_step(config: EncoderConfig, counts: dict[str, int], batch: int, seq_len: int) -> float:
+    """F of the module docstring, for one step on a global batch of `batch` sentences."""
+    rows = NUM_VIEWS * batch
+    dense = 6 * counts["layers"] * rows * seq_len + 6 * counts["head"] * rows
+    attention = 12 * config.num_layers * rows * seq_len ** 2 * config.hidden_size
+    return float(dense + attention)
+
+
+def measure_peak_flops(device, dtype: str, repeats: int = 3) -> float:
+    """FLOP/s of a big square matmul on `device`: the best of `repeats` timed bursts."""
+    on_cpu = device.platform == "cpu"
+    size, burst = (1024, 4) if on_cpu else (8192, 20)
+    keys = jax.random.split(jax.random.PRNGKey(0))
+    a, b = (jax.device_put(jax.random.normal(key, (size, size), dtype), device) for key in keys)
+    matmul = jax.jit(jnp.matmul)
+    matmul(a, b).block_until_ready()  # compile
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        outputs = [matmul(a, b) for _ in range(burst)]
+        jax.block_until_ready(outputs)
+        best = min(best, time.perf_counter() - start)
+    return 2.0 * size ** 3 * burst / best
+
+
+def peak_dtype(device, dtype: str) -> str:
+    return "float32" if device.platform == "cpu" else dtype
+
+
+# ----------------------------------------------------------------------------- environment
+
+
+def versions() -> dict[str, Optional[str]]:
+    import flax
+    import jaxlib
+
+    found = {"python": platform.python_version(), "jax": jax.__version__, "jaxlib": jaxlib.__version__,
+             "flax": flax.__version__}
+    for name in ("optax", "torch", "transformers"):
+        module = sys.modules.get(name)
+        if module is None:
+            try:
+                module = __import__(name)
+            except ImportError:
+                module = None
+        found[name] = getattr(module, "__version__", None)
+    return found
+
+
+def environment() -> dict:
+    device = jax.local_devices()[0]
+    return {"platform": device.platform, "device_kind": device.device_kind, "num_devices": jax.device_count(),
+            "host": platform.node(), "versions": versions()}
+
+
+def peak_memory(compiled) -> tuple[Optional[int], Optional[str], Optional[int]]:
+    """(peak bytes, where it came from, the compiled step's own estimate).
+
+    The allocator's process-lifetime peak where the backend keeps one (GPU/TPU); else XLA's
+    buffer-assignment estimate for the step; else the process's peak RSS.
+    """
+    compiled_bytes = None
+    try:
+        analysis = compiled.memory_analysis()
+        compiled_bytes = int(getattr(analysis, "peak_memory_in_bytes", 0)) or int(
+            analysis.argument_size_in_bytes + analysis.output_size_in_bytes + analysis.temp_size_in_bytes
+            - analysis.alias_size_in_bytes)
+    except Exception:  # noqa: BLE001 - not every backend implements memory_analysis
+        pass
+    stats = jax.local_devices()[0].memory_stats() or {}
+    if "peak_bytes_in_use" in stats:
+        return int(stats["peak_bytes_in_use"]), "device.memory_stats", compiled_bytes
+    if compiled_bytes:
+        return compiled_bytes, "compiled.memory_analysis", compiled_bytes
+    rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    return rss_kib * 1024, "getrusage.ru_maxrss", compiled_bytes
+
+
+_COLLECTIVE = re.compile(r" = (.*?) (all-gather|all-reduce|reduce-scatter|collective-permute|all-to-all)(-start)?\(")
+_INSTRUCTION = re.compile(r"^\s+(?:ROOT )?%?([\w.\-]+) = (\w+)\[[^=]*?\b(\w[\w\-]*)\((%?[\w.\-]+)?")
+_BYTES = {"f64": 8, "s64": 8, "u64": 8, "f32": 4, "s32": 4, "u32": 4, "bf16": 2, "f16": 2, "s16": 2, "u16": 2,
+          "s8": 1, "u8": 1, "pred": 1}
+
+
+def _collectives(text: str) -> dict[str, dict[str, int]]:
+    """{op: {"count", "bytes"}}; bytes are of the op's result (per device), tuples summed."""
+    found: dict[str, dict[str, int]] = {}
+    for match in _COLLECTIVE.finditer(text):
+        entry = found.setdefault(match.group(2), {"count": 0, "bytes": 0})
+        entry["count"] += 1
+        for dtype, dims in re.findall(r"(\w+)\[([\d,]*)\]", match.group(1)):
+            entry["bytes"] += _BYTES.get(dtype, 4) * int(np.prod([int(d) for d in dims.split(",") if d]))
+    return found
+
+
+def _precision_converts(text: str) -> dict[str, int]:
+    """f32↔bf16 converts, split into those fused into a bigger kernel and standalone ones (a
+    kernel, i.e. a memory round trip, of their own: ENTRY-level or XLA:CPU's `wrapped_convert`)."""
+    dtypes: dict[str, str] = {}
+    converts = []  # (result dtype, operand name, computation)
+    computation = ""
+    for line in text.splitlines():
+        if line and not line[0].isspace() and line.endswith("{"):
+            computation = line.split(" (")[0]
+            continue
+        match = _INSTRUCTION.match(line)
+        if match:
+            name, dtype, op, operand = match.groups()
+            dtypes[name] = dtype
+            if op == "convert" and operand:
+                converts.append((dtype, operand.lstrip("%"), computation))
+    counts = {"f32_to_bf16": 0, "bf16_to_f32": 0, "standalone": 0}
+    for out, operand, computation in converts:
+        source = dtypes.get(operand)
+        if {out, source} != {"f32", "bf16"}:
+            continue
+        counts["f32_to_bf16" if out == "bf16" else "bf16_to_f32"] += 1
+        counts["standalone"] += computation.startswith(("ENTRY", "%wrapped_convert"))
+    return counts
+
+
+def hlo_stats(text: str) -> dict:
+    """Collectives, host callbacks, f32↔bf16 converts and loops in a compiled step's HLO text."""
+    return {"collectives": _collectives(text),
+            "host_callbacks": len(re.findall(r'custom_call_target="[^"]*callback[^"]*"', text)),
+            "converts": _precision_converts(text), "while_loops": len(re.findall(r" while\(", text)),
+            "fusions": len(re.findall(r" fusion\(", text)), "hlo_chars": len(text)}
+
+
+# ----------------------------------------------------------------------------- training step
+
+
+def synthetic_tokens(config: EncoderConfig, batch: int, seq_len: int, seed: int = 0) -> np.ndarray:
+    """[B, L] int32 ids, every token real; id 101-style specials are irrelevant to speed."""
+    low = min(1000, config.vocab_size // 2)  # the peer's range, [1000, 30000), on a big vocab
+    return np.random.default_rng(seed).integers(low, config.vocab_size, (batch, seq_len), dtype=np.int32)
+
+
+def build_step(config: EncoderConfig, args: argparse.Namespace, mesh):
+    """(jitted step, state, on-device batch) exactly as the training loop builds them."""
+    model = SentenceEncoder(config, pooler="cls", dtype=jnp.dtype(args.dtype), attention_impl=args.attention_impl)
+    optimizer, schedule = train_state.make_optimizer(_OPTIMIZER)
+    params = init_params(config, jax.random.PRNGKey(args.seed))
+    replicated = sharding.replicated(mesh)
+    state = train_state.create_train_state(params, optimizer, args.seed, replicated)
+    step = make_train_step(model, optimizer, schedule, mesh, NUM_VIEWS, LossConfig(),
+                           train_state.state_shardings(state, replicated))
+    return step, state, params
+
+
+def run_steps(step, state, batch, steps: int, *, block_each: bool):
+    """(state, seconds) for `steps` updates. Pipelined: dispatch back to back, block once at the end."""
+    start = time.perf_counter()
+    for _ in range(steps):
+        state, metrics = step(state, batch)
+        if block_each:
+            jax.block_until_ready(metrics)
+    jax.block_until_ready((state, metrics))
+    return state, time.perf_counter() - start
+
+
+def bench_train(config: EncoderConfig, batch_size: int, args, mesh, peak_flops: float) -> tuple[dict, np.ndarray]:
+    """One JSON record for our step at this batch size, and the host tokens (for the peer)."""
+    sharding.check_batch_size(batch_size, mesh)
+    tokens = synthetic_tokens(config, batch_size, args.seq_len, args.seed)
+    step, state, params = build_step(config, args, mesh)
+    host_batch = {"input_ids": tokens[:, None, :], "attention_mask": np.ones_like(tokens)[:, None, :]}  # [B, 1, L]
+    batch = sharding.global_batch(host_batch, mesh)
+    start = time.perf_counter()
+    compiled = step.lower(state, batch).compile()
+    compile_s = time.perf_counter() - start
+    start = time.perf_counter()
+    state, metrics = step(state, batch)  # jit's cache already holds the executable compiled above
+    first_loss = float(jax.device_get(metrics["loss"]))
+    first_step_s = time.perf_counter() - start
+    state, _ = run_steps(step, state, batch, args.warmup, block_each=False)
+    state, pipelined_s = run_steps(step, state, batch, args.steps, block_each=False)
+    state, blocking_s = run_steps(step, state, batch, args.steps, block_each=True)
+    step_s, blocking_step_s = pipelined_s / args.steps, blocking_s / args.steps
+    flops = model_flops_per_step(config, parameter_counts(params), batch_size, args.seq_len)
+    memory, memory_source, compiled_memory = peak_memory(compiled)
+    record = dict(
+        kind="train_step", batch=batch_size, step_ms=step_s * 1e3, sentences_per_s=batch_size / step_s,
+        tokens_per_s=NUM_VIEWS * batch_size * args.seq_len / step_s, mfu=flops / step_s / peak_flops,
+        step_ms_blocking=blocking_step_s * 1e3, mfu_blocking=flops / blocking_step_s / peak_flops,
+        model_tflops_per_step=flops / 1e12, compile_s=compile_s, first_step_s=first_step_s,
+        first_loss=first_loss, steps=args.steps, peak_memory_bytes=memory, peak_memory_source=memory_source,
+        compiled_memory_bytes=compiled_memory, parameters=parameter_counts(params),
+        hlo=hlo_stats(compiled.as_text()) if args.hlo else None)
+    del state
+    return record, tokens
+
+
+def bench_peer(config: EncoderConfig, tokens: np.ndarray, args, ours: dict, compile: bool) -> dict:
+    peer = _peer_module().time_simcse_step(config.to_hf_dict(), tokens, steps=args.steps, dtype=args.dtype,
+                                           compile=compile, warmup=max(args.warmup, 3 if compile else 1),
+                                           seed=args.seed)
+    peer.update(kind="peer_train_step", speedup_vs_peer=peer["step_ms"] / ours["step_ms"])
+    return peer
+
+
+def _peer_module():
+    """`benchmarks/peer_torch.py` of this checkout: benchmarks/ is a folder of scripts, not a package."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "peer_torch.py"
+    spec = importlib.util.spec_from_file_location("distilface_benchmarks_peer_torch", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# ----------------------------------------------------------------------------- inference timings
+
+
+def load_tokenizer(path: Optional[str], workdir: str):
+    """A tokenizer folder or vocab.txt; default: the generated tiny WordPiece vocab (offline)."""
+    from distilface_jax import tiny_data
+
+    if path and os.path.isdir(path):
+        from transformers import AutoTokenizer
+        return AutoTokenizer.from_pretrained(path)
+    if not path:
+        path = os.path.join(workdir, "vocab.txt")
+        tiny_data.write_tiny_vocab(path, tiny_data.write_tiny_corpus(os.path.join(workdir, "corpus.txt"), 500))
+    return tiny_data.load_tiny_tokenizer(path)
+
+
+def _embed_fn(config: EncoderConfig, tokenizer, args):
+    from distilface_jax.inference import make_embed_fn
+
+    if len(tokenizer) > config.vocab_size:
+        raise ValueError(f"tokenizer has {len(tokenizer)} tokens, the {args.preset} preset {config.vocab_size}")
+    params = init_params(config, jax.random.PRNGKey(args.seed))
+    # SimCSE evaluates unsupervised models without the MLP head (mlp_only_train).
+    return make_embed_fn(config, params, tokenizer, pooler="cls_before_pooler", batch_size=args.eval_batch_size,
+                         dtype=jnp.dtype(args.dtype), attention_impl=args.attention_impl)
+
+
+def _cold_then_warm(fn) -> tuple[object, float, float]:
+    """(result, first-run seconds (compiles every bucket shape), second-run seconds)."""
+    start = time.perf_counter()
+    fn()
+    cold_s = time.perf_counter() - start
+    start = time.perf_counter()
+    result = fn()
+    return result, cold_s, time.perf_counter() - start
+
+
+def bench_sts(config: EncoderConfig, tokenizer, args) -> dict:
+    from distilface_jax import sts
+
+    embed = _embed_fn(config, tokenizer, args)
+    suite = sts.load_suite(args.sts_dir, mode="test")
+    results, cold_s, warm_s = _cold_then_warm(lambda: sts.evaluate_suite(embed, suite))
+    sentences = len(sts.unique_sentences(suite))
+    return dict(kind="sts_suite", sts_dir=str(args.sts_dir), tasks=[t.name for t in suite], sentences=sentences,
+                seconds=warm_s, compile_s=max(cold_s - warm_s, 0.0), cold_s=cold_s,
+                sentences_per_s=sentences / warm_s, shapes=len(embed.compiled_shapes), avg_spearman=results["avg"])
+
+
+def bench_encode(config: EncoderConfig, tokenizer, args, workdir: str) -> dict:
+    from distilface_jax import tiny_data
+
+    sentences = tiny_data.write_tiny_corpus(os.path.join(workdir, "encode.txt"), args.encode, seed=args.seed + 1)
+    embed = _embed_fn(config, tokenizer, args)
+    embeddings, cold_s, warm_s = _cold_then_warm(lambda: embed(sentences))
+    lengths = [len(ids) for ids in tokenizer(sentences)["input_ids"]]
+    return dict(kind="encode", sentences=len(sentences), seconds=warm_s, sentences_per_s=len(sentences) / warm_s,
+                compile_s=max(cold_s - warm_s, 0.0), cold_s=cold_s, shapes=len(embed.compiled_shapes),
+                mean_tokens=float(np.mean(lengths)), max_tokens=int(np.max(lengths)),
+                finite=bool(np.isfinite(embeddings).all()))
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m distilface_jax.benchmark", description=__doc__.split("\n\n")[0])
+    p.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
+    p.add_argument("--batch-sizes", default="64,512", help="global batch sizes, comma-separated; '' = none")
+    p.add_argument("--seq-len", type=int, default=32)
+    p.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16")
+    p.add_argument("--attention-impl", choices=("xla", "dot_product_attention"), default="xla")
+    p.add_argument("--attention-dropout", type=float, default=None,
+                   help="override the preset's 0.1; the fused attention kernel is only used at 0")
+    p.add_argument("--steps", type=int, default=20, help="timed steps per batch size (and per mode)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps after the first")
+    p.add_argument("--peer", choices=("torch",), default=None, help="also time the PyTorch peer, same process")
+    p.add_argument("--peer-compile", action="store_true", help="time the peer under torch.compile too")
+    p.add_argument("--sts-dir", default=None, help="also time the 7-task STS test suite over this SentEval dir")
+    p.add_argument("--encode", type=int, nargs="?", const=10_000, default=0,
+                   help="also time encoding N synthetic sentences of mixed length (default N 10000)")
+    p.add_argument("--eval-batch-size", type=int, default=128, help="rows per batch for --sts-dir / --encode")
+    p.add_argument("--tokenizer", default=None, help="tokenizer folder or vocab.txt (default: generated tiny vocab)")
+    p.add_argument("--no-hlo", dest="hlo", action="store_false", help="skip the HLO statistics of the step")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output", default=None, help="append the JSON lines to this file")
+    args = p.parse_args(argv)
+    args.batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
+    if args.steps < 1:
+        p.error("--steps must be >= 1")
+    return args
+
+
+def emit(record: dict, common: dict, output: Optional[str], records: list) -> None:
+    line = dict(common, **record)
+    records.append(line)
+    text = json.dumps(line, default=str)
+    print(text, flush=True)
+    if output:
+        with open(output, "a", encoding="utf-8") as f:
+            f.write(text + "\n")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> list[dict]:
+    """Runs every requested measurement; returns the records it printed."""
+    args = parse_args(argv)
+    config = PRESETS[args.preset]
+    if args.attention_dropout is not None:
+        config = config.replace(attention_dropout=args.attention_dropout)
+    device = jax.local_devices()[0]
+    peak_per_device = measure_peak_flops(device, peak_dtype(device, args.dtype))
+    peak_flops = peak_per_device * jax.device_count()
+    common = dict(preset=args.preset, seq_len=args.seq_len, dtype=args.dtype, attention_impl=args.attention_impl,
+                  attention_dropout=config.attention_dropout, **environment(),
+                  peak_tflops_per_device=peak_per_device / 1e12, peak_dtype=peak_dtype(device, args.dtype),
+                  time_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    records: list[dict] = []
+    mesh = sharding.make_mesh()
+    for batch_size in sorted(args.batch_sizes):  # ascending: the process-wide memory peak is the latest's
+        ours, tokens = bench_train(config, batch_size, args, mesh, peak_flops)
+        emit(ours, common, args.output, records)
+        if args.peer:
+            for compile in (False, True) if args.peer_compile else (False,):
+                emit(bench_peer(config, tokens, args, ours, compile), common, args.output, records)
+    if args.sts_dir or args.encode:
+        with tempfile.TemporaryDirectory() as workdir:
+            tokenizer = load_tokenizer(args.tokenizer, workdir)
+            if args.sts_dir:
+                emit(bench_sts(config, tokenizer, args), common, args.output, records)
+            if args.encode:
+                emit(bench_encode(config, tokenizer, args, workdir), common, args.output, records)
+    return records
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""Command-line plumbing shared by `encode`, `evaluate` and `export`: where the model comes from.
+
+    --model NAME_OR_DIR              a Hugging Face hub id or local HF folder
+    --workdir RUN_DIR [--step N|best] a training run's checkpoint (latest by default)
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from distilface_jax.models.pooling import POOLERS
+
+
+class UsageError(ValueError):
+    """A bad input the user can fix: printed as one line, exit status 2."""
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """--model or --workdir [--step], --pooler, --batch-size, --max-length."""
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="Hugging Face hub id or local HF model folder")
+    source.add_argument("--workdir", help="a training run's folder: use its checkpoint")
+    parser.add_argument("--step", default=None,
+                        help="with --workdir: a checkpoint step number, 'best', or (default) the latest")
+    parser.add_argument("--pooler", choices=POOLERS, default=None,
+                        help="sentence pooler (default: the run's eval pooler for --workdir; for --model the folder's "
+                             "sentence-transformers pooling, else avg)")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--max-length", type=int, default=None,
+                        help="truncate to this many tokens (default: the model's own limit)")
+
+
+def load_model(args: argparse.Namespace):
+    """(model with .config/.params/.tokenizer, pooler, apply_mlp) that the arguments name."""
+    from distilface_jax import hf, st_folder
+
+    if args.workdir:
+        logging.getLogger("absl").setLevel(logging.ERROR)  # Orbax's read-only notices are noise here.
+        from distilface_jax import run_model
+        try:
+            model = run_model.load_run_model(args.workdir, step=args.step)
+        except (FileNotFoundError, ValueError, KeyError) as error:
+            raise UsageError(f"cannot load the run's checkpoint: {error}") from error
+        pooler, apply_mlp = model.pooler, model.apply_mlp
+        if args.pooler is not None and args.pooler != model.pooler:
+            pooler, apply_mlp = args.pooler, True
+    else:
+        if args.step is not None:
+            raise UsageError("--step goes with --workdir")
+        try:
+            model = hf.load_pretrained(args.model)
+        except (hf.ModelLoadError, OSError) as error:
+            raise UsageError(f"cannot load model: {error}") from error
+        described = st_folder.read_pooler(Path(model.source))
+        # The folder's own sentence-transformers pooling, unless told otherwise; else mean pooling.
+        pooler, apply_mlp = (args.pooler, True) if args.pooler else (described or ("avg", True))
+    return model, pooler, apply_mlp
+
+
+def build_embed_fn(args: argparse.Namespace, *, normalize: bool = False, progress: bool = False):
+    """The embedding function the model arguments describe."""
+    from distilface_jax.inference import make_embed_fn
+
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
+    model, pooler, apply_mlp = load_model(args)
+    return make_embed_fn(model.config, model.params, model.tokenizer, pooler=pooler, batch_size=args.batch_size,
+                         max_length=args.max_length, normalize=normalize, progress=progress, apply_mlp=apply_mlp)
+
+

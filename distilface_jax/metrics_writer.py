@@ -1,0 +1,69 @@
+"""Run logs: WORKDIR/metrics.jsonl (one JSON object per log) and TensorBoard events.
+
+Only process 0 writes; other processes get a writer whose methods do nothing, so the loop
+needs no `if process_index == 0` around every call.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, Mapping
+
+from distilface_jax import workdir_files
+
+METRICS_FILE = "metrics.jsonl"
+
+
+def _plain(value: Any):
+    """JSON-able: numpy/jax scalars to floats; NaN/inf as strings, which JSON can hold."""
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (int, str, bool)) or value is None:
+        return value
+    number = float(value)
+    return number if math.isfinite(number) else str(number)
+
+
+def read_metrics(workdir: str) -> list[dict]:
+    path = workdir_files.path(workdir, METRICS_FILE)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def rewind_metrics(workdir: str, step: int) -> None:
+    """Drops log lines past `step`, so a resumed run's log reads as one uninterrupted run."""
+    records = read_metrics(workdir)
+    kept = [record for record in records if record.get("step", 0) <= step]
+    if len(kept) != len(records):
+        workdir_files.write_text(workdir_files.path(workdir, METRICS_FILE),
+                                 "".join(json.dumps(record) + "\n" for record in kept))
+
+
+class MetricsWriter:
+    def __init__(self, workdir: str, *, enabled: bool = True):
+        self.enabled = enabled
+        self.path = workdir_files.path(workdir, METRICS_FILE)
+        self._tensorboard = None
+        if enabled:
+            try:
+                from tensorboardX import SummaryWriter
+                self._tensorboard = SummaryWriter(str(workdir_files.path(workdir, "tensorboard")))
+            except ImportError:  # TensorBoard events are a convenience; metrics.jsonl is the record.
+                self._tensorboard = None
+
+    def write(self, step: int, values: Mapping[str, Any], *, prefix: str = "") -> None:
+        if not self.enabled:
+            return
+        record = {"step": int(step), **_plain(values)}
+        workdir_files.append_line(self.path, json.dumps(record))
+        if self._tensorboard is not None:
+            for key, value in record.items():
+                if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                    self._tensorboard.add_scalar(f"{prefix}{key}", value, step)
+            self._tensorboard.flush()
+
+    def close(self) -> None:
+        if self._tensorboard is not None:
+            self._tensorboard.close()

@@ -1,0 +1,120 @@
+"""The model of a run: built from its config at the start, and read back from its workdir later.
+
+A workdir is self-describing, so `evaluate`, `encode` and `export` need nothing but its path:
+    WORKDIR/model/config.json + tokenizer files   the encoder shape (HF config) and tokenizer
+    WORKDIR/config.json                           the resolved training config (pooler, MLP use)
+    WORKDIR/checkpoints/, WORKDIR/best/           Orbax checkpoints (params)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+import jax
+
+from distilface_jax import hf, tiny_data, workdir_files
+from distilface_jax.config_base import BUILTIN_TINY
+from distilface_jax.models.config import EncoderConfig
+from distilface_jax.models.sentence_model import init_params
+
+MODEL_DIR = "model"
+RUN_CONFIG_FILE = "config.json"
+
+
+@dataclasses.dataclass
+class RunModel:
+    config: EncoderConfig
+    params: Any
+    tokenizer: Any
+    pooler: str  # the pooler evaluation uses
+    apply_mlp: bool  # False when the recipe trains the MLP head only (mlp_only_train)
+    step: int = 0
+
+
+def builtin_dir(workdir: str) -> str:
+    return os.path.join(workdir, "builtin")
+
+
+def prepare_builtin_tiny(workdir: str) -> dict[str, str]:
+    """Generates the offline demo's corpus, vocabulary and STS fixture (idempotent)."""
+    folder = builtin_dir(workdir)
+    paths = {"corpus": os.path.join(folder, "corpus.txt"), "vocab": os.path.join(folder, "vocab.txt"),
+             "sts": os.path.join(folder, "sts")}
+    if not os.path.exists(paths["vocab"]):
+        sentences = tiny_data.write_tiny_corpus(paths["corpus"])
+        tiny_data.write_tiny_sts(paths["sts"])
+        tiny_data.write_tiny_vocab(paths["vocab"], sentences)
+    return paths
+
+
+def resolve_builtin(path: str, workdir: str, kind: str) -> str:
+    """`builtin:tiny` → the generated file or folder of that kind; any other path unchanged."""
+    if path != BUILTIN_TINY:
+        return path
+    return prepare_builtin_tiny(workdir)[kind]
+
+
+def build_initial_model(config, workdir: str) -> tuple[EncoderConfig, Any, Any]:
+    """(encoder config with the run's dropout, initial params, tokenizer) for a new run."""
+    model_config = config.model
+    if model_config.name_or_path == BUILTIN_TINY:
+        tokenizer = tiny_data.load_tiny_tokenizer(prepare_builtin_tiny(workdir)["vocab"])
+        shape = model_config.tiny
+        encoder_config = EncoderConfig(model_type="distilbert", vocab_size=len(tokenizer),
+                                       hidden_size=shape.hidden_size, num_layers=shape.num_layers,
+                                       num_heads=shape.num_heads, intermediate_size=shape.intermediate_size,
+                                       max_position_embeddings=shape.max_position_embeddings,
+                                       pad_token_id=tokenizer.pad_token_id)
+        params = jax.device_get(init_params(encoder_config, jax.random.key(config.seed),
+                                            with_mlm_head=config.loss.do_mlm))
+    else:
+        loaded = hf.load_pretrained(model_config.name_or_path, with_mlm_head=config.loss.do_mlm, seed=config.seed)
+        encoder_config, params, tokenizer = loaded.config, loaded.params, loaded.tokenizer
+    encoder_config = encoder_config.replace(hidden_dropout=model_config.dropout,
+                                            attention_dropout=model_config.attention_dropout)
+    return encoder_config, params, tokenizer
+
+
+def eval_pooling(config) -> tuple[str, bool]:
+    """(pooler, apply_mlp) at evaluation: SimCSE drops a train-only MLP head (`mlp_only_train`)."""
+    pooler = config.model.pooler
+    return pooler, not (pooler == "cls" and config.model.mlp_only_train)
+
+
+def save_run_description(workdir: str, config, encoder_config: EncoderConfig, tokenizer) -> None:
+    folder = workdir_files.path(workdir, MODEL_DIR)
+    workdir_files.save_folder(tokenizer.save_pretrained, folder)
+    workdir_files.write_text(folder / "config.json", json.dumps(encoder_config.to_hf_dict(), indent=2))
+    workdir_files.write_text(workdir_files.path(workdir, RUN_CONFIG_FILE), config.to_json_best_effort(indent=2))
+
+
+def read_run_config(workdir: str) -> dict:
+    path = workdir_files.path(workdir, RUN_CONFIG_FILE)
+    if not path.exists():
+        raise FileNotFoundError(f"{workdir}: not a training run folder (no {RUN_CONFIG_FILE})")
+    return json.loads(path.read_text())
+
+
+def load_run_model(workdir: str, step: Optional[str] = None) -> RunModel:
+    """Params of checkpoint `step` (a number, 'best', or None for the latest) with the run's
+    tokenizer and evaluation pooling, placed on this process's first device."""
+    from distilface_jax import checkpoint
+
+    run_config = read_run_config(workdir)
+    folder = workdir_files.path(workdir, MODEL_DIR)
+    encoder_config, _ = workdir_files.load_folder(folder, lambda local: hf.load_config(Path(local)))
+    tokenizer = workdir_files.load_folder(folder, lambda local: hf.load_tokenizer(Path(local)))
+    pooler = run_config["model"]["pooler"]
+    apply_mlp = not (pooler == "cls" and run_config["model"]["mlp_only_train"])
+    runs = checkpoint.RunCheckpoints(workdir, read_only=True)
+    number, best = checkpoint.resolve_step(runs, step)
+    with_mlm = bool(run_config["loss"]["do_mlm"])
+    shapes = jax.eval_shape(lambda: init_params(encoder_config, jax.random.key(0), with_mlm_head=with_mlm))
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    params = runs.restore_params(number, checkpoint.abstract_like(shapes, device), best=best)
+    runs.close()
+    return RunModel(encoder_config, params, tokenizer, pooler, apply_mlp, number)

@@ -1,0 +1,183 @@
+"""The jitted, sharded SimCSE training step: `train_step(state, batch) -> (state, metrics)`.
+
+Data parallel over the mesh's `data` axis with `jax.shard_map`:
+  - each device embeds its local examples (two dropout views, or sent0/sent1[/hard_neg]);
+  - it keeps its anchors z1 local and all-gathers only the candidates z2 (and z3), so its
+    logits are [b, B] (or [b, 2B]): memory O(local × global batch), not O(global²);
+  - per-device sums of the per-anchor losses are psum-ed: the loss is exactly the loss of
+    the global batch, every anchor seeing every device's candidates.
+The gradient is taken *outside* the shard_map, of that replicated global loss, so JAX's
+transpose rules give the exact gradient of the global loss: the all-gather transposes to a
+reduce-scatter of candidate cotangents, and replicated parameters' gradients come back
+already summed over devices. (A pmap-style `pmean(grad)` on top would be wrong by N×;
+SimCSE's PyTorch gather, which drops non-local gradients before DDP averages, is 1/N.)
+
+Dropout keys are per *example*: key(i, v) = fold_in(fold_in(fold_in(rng, step), i), v) for
+global example index i and view v. The masks therefore do not depend on how the batch is
+split over devices, hosts or GradCache chunks, so a run resumed on another device count,
+or chunked, draws the very same masks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh, PartitionSpec as P
+
+from distilface_jax import losses
+from distilface_jax.models.sentence_model import SentenceEncoder
+from distilface_jax.sharding import DATA_AXIS
+from distilface_jax.train_state import TrainState
+
+_MLM_KEY_OFFSET = 1 << 20  # separates MLM masking keys from dropout keys of the same example
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+    temperature: float = 0.05
+    hard_negative_weight: float = 0.0
+    do_mlm: bool = False
+    mlm_weight: float = 0.1
+    mlm_probability: float = 0.15
+    special_token_ids: tuple[int, ...] = ()
+    mask_token_id: int = 0
+    grad_cache_chunk_size: int = 0  # 0: off. Else examples per chunk, per device.
+
+
+def views(batch: dict, num_views: int) -> dict:
+    """[b, K, L] batch → [b, V, L]. Unsupervised (K = 1): the sentence twice, so the two
+    views differ only by their dropout masks (SimCSE's "dropout as augmentation")."""
+    if batch["input_ids"].shape[1] == num_views:
+        return batch
+    return {name: jnp.repeat(array, num_views, axis=1) for name, array in batch.items()}
+
+
+def example_keys(step_key: jax.Array, first_index, count: int, num_views: int) -> jax.Array:
+    """[count, V] keys: one per (global example index, view)."""
+    indices = first_index + jnp.arange(count)
+    per_example = jax.vmap(jax.random.fold_in, (None, 0))(step_key, indices)
+    return jax.vmap(lambda key: jax.vmap(jax.random.fold_in, (None, 0))(key, jnp.arange(num_views)))(per_example)
+
+
+def embed_rows(model: SentenceEncoder, params, rows: dict, keys: jax.Array, *, deterministic: bool,
+               method: Optional[str] = None) -> jax.Array:
+    """[R, L] token rows with [R] dropout keys → [R, ...] outputs, each row with its own mask.
+
+    vmap over rows gives each example its own dropout key; weights are not vmapped, so XLA
+    still emits the same batched matmuls as an unvmapped call.
+    """
+    def one(row: dict, key):
+        token_types = row.get("token_type_ids")
+        kwargs = {} if method else {"apply_mlp": True}
+        return model.apply({"params": params}, row["input_ids"][None], row["attention_mask"][None],
+                           None if token_types is None else token_types[None], deterministic=deterministic,
+                           rngs=None if deterministic else {"dropout": key},
+                           method=getattr(SentenceEncoder, method) if method else None, **kwargs)[0]
+    return jax.vmap(one)(rows, keys)
+
+
+def _flatten(tree: dict) -> dict:
+    return {name: array.reshape((-1,) + array.shape[2:]) for name, array in tree.items()}
+
+
+def device_embeddings(model, params, local_batch: dict, step_key, first_index, num_views: int,
+                      deterministic: bool) -> jax.Array:
+    """[b, K, L] local batch → [b, V, H] float32 embeddings of every view."""
+    batch = views(local_batch, num_views)
+    count = batch["input_ids"].shape[0]
+    keys = example_keys(step_key, first_index, count, num_views)  # [b, V]
+    z = embed_rows(model, params, _flatten(batch), keys.reshape(-1), deterministic=deterministic)
+    return z.reshape(count, num_views, -1)
+
+
+def contrastive_sums(z_local: jax.Array, first_index, loss_config: LossConfig) -> dict:
+    """Psum-ed SimCSE sums for local anchors z_local[:, 0] vs all devices' candidates."""
+    candidates = jax.lax.all_gather(z_local[:, 1:], DATA_AXIS, tiled=True)  # [B, V-1, H]
+    hard_negatives = candidates[:, 1] if candidates.shape[1] > 1 else None
+    _, sums = losses.simcse_loss_local(z_local[:, 0], candidates[:, 0], hard_negatives, anchor_offset=first_index,
+                                       temperature=loss_config.temperature,
+                                       hard_negative_weight=loss_config.hard_negative_weight)
+    return jax.lax.psum(sums, DATA_AXIS)
+
+
+def device_mlm_sums(model, params, local_batch: dict, step_key, first_index, num_views: int,
+                    loss_config: LossConfig, vocab_size: int, deterministic: bool) -> dict:
+    """SimCSE's auxiliary MLM: every view re-encoded with 15% of its tokens masked (sums, psum-ed)."""
+    batch = _flatten(views(local_batch, num_views))
+    count = local_batch["input_ids"].shape[0]
+    keys = example_keys(step_key, first_index + _MLM_KEY_OFFSET, count, num_views).reshape(-1)
+    mask = functools.partial(losses.mask_tokens, special_token_ids=loss_config.special_token_ids,
+                             mask_token_id=loss_config.mask_token_id, vocab_size=vocab_size,
+                             mlm_probability=loss_config.mlm_probability)
+    masked_ids, labels = jax.vmap(mask)(keys, batch["input_ids"], batch["attention_mask"])
+    dropout_keys = jax.vmap(jax.random.fold_in, (0, None))(keys, 1)
+    logits = embed_rows(model, params, dict(batch, input_ids=masked_ids), dropout_keys,
+                        deterministic=deterministic, method="mlm_logits")  # [R, L, V]
+    return jax.lax.psum(losses.mlm_loss_sums(logits, labels), DATA_AXIS)
+
+
+def combine(contrastive: dict, mlm: Optional[dict], loss_config: LossConfig) -> tuple[jax.Array, dict]:
+    metrics = losses.finalize_metrics(contrastive)
+    loss = metrics["loss"]
+    if mlm is not None:
+        mlm_loss = mlm["loss_sum"] / jnp.maximum(mlm["num_tokens"], 1.0)
+        metrics.update(contrastive_loss=loss, mlm_loss=mlm_loss,
+                       mlm_accuracy=mlm["correct"] / jnp.maximum(mlm["num_tokens"], 1.0))
+        loss = loss + loss_config.mlm_weight * mlm_loss
+        metrics["loss"] = loss
+    return loss, metrics
+
+
+def global_loss(params, batch: dict, step_key, *, model: SentenceEncoder, mesh: Mesh, num_views: int,
+                loss_config: LossConfig, deterministic: bool) -> tuple[jax.Array, dict]:
+    """The loss of the global batch (replicated scalar) and its metrics."""
+    def per_device(params, local_batch, step_key):
+        count = local_batch["input_ids"].shape[0]
+        first_index = jax.lax.axis_index(DATA_AXIS) * count
+        z = device_embeddings(model, params, local_batch, step_key, first_index, num_views, deterministic)
+        mlm = None
+        if loss_config.do_mlm:
+            mlm = device_mlm_sums(model, params, local_batch, step_key, first_index, num_views, loss_config,
+                                  model.config.vocab_size, deterministic)
+        return combine(contrastive_sums(z, first_index, loss_config), mlm, loss_config)
+
+    return jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(DATA_AXIS), P()), out_specs=(P(), P()))(
+        params, batch, step_key)
+
+
+def train_step(state: TrainState, batch: dict, *, model: SentenceEncoder, optimizer: optax.GradientTransformation,
+               schedule: optax.Schedule, mesh: Mesh, num_views: int, loss_config: LossConfig,
+               gradient_fn=None) -> tuple[TrainState, dict]:
+    """One AdamW update on the global batch. batch: dict of int32 [B, K, L], sharded on `data`."""
+    step_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)  # typed key
+    deterministic = model.config.hidden_dropout == 0.0 and model.config.attention_dropout == 0.0
+    loss_fn = functools.partial(global_loss, model=model, mesh=mesh, num_views=num_views,
+                                loss_config=loss_config, deterministic=deterministic)
+    if gradient_fn is None:
+        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, step_key)
+    else:  # GradCache: same value and gradient, chunked to bound activation memory.
+        (loss, metrics), grads = gradient_fn(state.params, batch, step_key, deterministic=deterministic)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = dict(metrics, learning_rate=schedule(state.step), gradient_norm=optax.global_norm(grads))
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+
+def make_train_step(model: SentenceEncoder, optimizer, schedule, mesh: Mesh, num_views: int,
+                    loss_config: LossConfig, state_sharding, gradient_fn=None):
+    """`train_step` bound to its configuration and jitted; the state is donated."""
+    from distilface_jax.sharding import batch_sharded, replicated
+    step = functools.partial(train_step, model=model, optimizer=optimizer, schedule=schedule, mesh=mesh,
+                             num_views=num_views, loss_config=loss_config, gradient_fn=gradient_fn)
+    return jax.jit(step, in_shardings=(state_sharding, batch_sharded(mesh)),
+                   out_shardings=(state_sharding, replicated(mesh)), donate_argnums=0)
+
+
+def special_token_ids(tokenizer) -> tuple[int, ...]:
+    ids: Sequence[int] = getattr(tokenizer, "all_special_ids", ())
+    return tuple(sorted(set(int(i) for i in ids)))

@@ -1,0 +1,282 @@
+"""`train_and_evaluate(config, workdir)`: the training loop around the jitted step.
+
+The loop never waits on the device between logs: step outputs stay on device until a log,
+eval, checkpoint or the end needs them (a per-step sync nearly doubles a small step's time on
+a GPU). Every saved state has been checked finite first, so a NaN never reaches a checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import signal
+import time
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from distilface_jax import checkpoint, data, run_model, sharding, sts, train_state, workdir_files
+from distilface_jax.inference import make_embed_fn
+from distilface_jax.metrics_writer import MetricsWriter, rewind_metrics
+from distilface_jax.models.sentence_model import SentenceEncoder
+from distilface_jax.train_step import LossConfig, make_train_step, special_token_ids
+
+logger = logging.getLogger(__name__)
+
+# Settings that define the trajectory of a run: resuming with any of them changed would
+# silently produce a different run, so it is an error. (Logging/eval/checkpoint cadence, the
+# compute dtype and GradCache chunking may change: they don't change what is computed.)
+RUN_DEFINING_KEYS = (
+    "seed", "batch_size", "num_epochs", "max_steps", "learning_rate", "warmup_steps", "weight_decay",
+    "adam_b1", "adam_b2", "adam_eps", "max_grad_norm", "model.name_or_path", "model.pooler",
+    "model.mlp_only_train", "model.dropout", "model.attention_dropout", "model.tiny", "loss",
+    "data.train_file", "data.format", "data.max_seq_length")
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+class ConfigMismatchError(ValueError):
+    pass
+
+
+@dataclasses.dataclass
+class Outcome:
+    final_step: int
+    preempted: bool = False
+    best_step: Optional[int] = None
+    best_dev: Optional[float] = None
+    test_results: Optional[dict] = None
+
+
+class _SignalFlag:
+    """Remembers a SIGTERM so the loop can save at the next step boundary and exit cleanly."""
+
+    def __init__(self):
+        self.received = False
+        self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame):
+        self.received = True
+
+    def restore(self):
+        signal.signal(signal.SIGTERM, self._previous)
+
+
+def _lookup(tree: dict, dotted: str):
+    for part in dotted.split("."):
+        if not isinstance(tree, dict) or part not in tree:
+            return None
+        tree = tree[part]
+    return tree
+
+
+def check_resumable(saved: dict, current: dict, saved_model: dict, current_model: dict, source: str) -> None:
+    """Raises ConfigMismatchError naming every run-defining setting that changed."""
+    differences = [f"{key}: checkpoint has {_lookup(saved, key)!r}, config has {_lookup(current, key)!r}"
+                   for key in RUN_DEFINING_KEYS if _lookup(saved, key) != _lookup(current, key)]
+    differences += [f"model shape {key}: checkpoint has {saved_model.get(key)!r}, now {current_model.get(key)!r}"
+                    for key in sorted(set(saved_model) | set(current_model))
+                    if saved_model.get(key) != current_model.get(key)]
+    if differences:
+        raise ConfigMismatchError(f"{source} was written by a different run; nothing was changed. "
+                                  "Use a new --workdir, or restore these settings:\n  " + "\n  ".join(differences))
+
+
+def load_train_data(config, tokenizer, workdir: str) -> data.TrainData:
+    train_file = run_model.resolve_builtin(config.data.train_file, workdir, "corpus")
+    cache_dir = config.data.cache_dir or (None if workdir_files.is_remote(workdir) else f"{workdir}/cache")
+    loader = {"unsup": data.load_unsupervised, "sup": data.load_supervised}.get(config.data.format)
+    if loader is None:
+        raise ValueError(f"config.data.format must be 'unsup' or 'sup', got {config.data.format!r}")
+    return loader(train_file, tokenizer, global_batch_size=config.batch_size, seed=config.seed,
+                  max_seq_length=config.data.max_seq_length, cache_dir=cache_dir)
+
+
+class _Evaluator:
+    """STS evaluation of the current params on this process's first device."""
+
+    def __init__(self, config, encoder_config, tokenizer, workdir: str):
+        self.sts_dir = run_model.resolve_builtin(config.eval.sts_dir, workdir, "sts")
+        self.pooler, self.apply_mlp = run_model.eval_pooling(config)
+        self.encoder_config, self.tokenizer, self.batch_size = encoder_config, tokenizer, config.eval.batch_size
+        self.dev_suite = sts.load_suite(self.sts_dir, mode="dev") if config.eval_every > 0 else None
+
+    def run(self, params, suite) -> dict:
+        embed = make_embed_fn(self.encoder_config, sharding.local_copy(params), self.tokenizer, pooler=self.pooler,
+                              apply_mlp=self.apply_mlp, batch_size=self.batch_size)
+        return sts.evaluate_suite(embed, suite)
+
+
+def _fetch(pending: list[tuple[int, dict]]) -> list[tuple[int, dict]]:
+    """Device metrics → host floats, checking that every loss and gradient norm is finite."""
+    fetched = jax.device_get(pending)
+    for step, metrics in fetched:
+        for key in ("loss", "gradient_norm"):
+            if not math.isfinite(float(metrics[key])):
+                raise NonFiniteLossError(f"{key} is {float(metrics[key])} at step {step}")
+    return fetched
+
+
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+    return jnp.all(jnp.asarray([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree_util.tree_leaves(tree)]))
+
+
+def _check_params_finite(state, step: int) -> None:
+    """A finite loss and gradient do not prove a finite update (an optimizer overflow does not
+    show in either), so the parameters themselves are checked before they are saved."""
+    if not bool(_all_finite(state.params)):
+        raise NonFiniteLossError(f"parameters are not finite after step {step}")
+
+
+def _summarise(fetched: list[tuple[int, dict]], seconds: float, batch_size: int) -> dict:
+    keys = fetched[-1][1].keys()
+    summary = {key: float(np.mean([float(m[key]) for _, m in fetched])) for key in keys}
+    summary["learning_rate"] = float(fetched[-1][1]["learning_rate"])
+    summary["sentences_per_second"] = len(fetched) * batch_size / max(seconds, 1e-9)
+    return summary
+
+
+def train_and_evaluate(config, workdir: str) -> Outcome:
+    workdir = str(workdir)
+    is_main = jax.process_index() == 0
+    mesh = sharding.make_mesh()
+    sharding.check_batch_size(config.batch_size, mesh)
+    encoder_config, params, tokenizer = run_model.build_initial_model(config, workdir)
+    train_data = load_train_data(config, tokenizer, workdir)
+    if train_data.num_skipped_lines and is_main:
+        logger.info("skipped %d empty lines of %s", train_data.num_skipped_lines, config.data.train_file)
+    total_steps = config.max_steps if config.max_steps > 0 else config.num_epochs * train_data.steps_per_epoch
+    optimizer, schedule = train_state.make_optimizer(ml_collections.ConfigDict(
+        dict(config.to_dict(), total_steps=total_steps)))
+    replicated = sharding.replicated(mesh)
+    state = train_state.create_train_state(params, optimizer, config.seed, replicated)
+    del params
+    evaluator = _Evaluator(config, encoder_config, tokenizer, workdir)
+    runs = checkpoint.RunCheckpoints(workdir, keep=config.keep_checkpoints)
+    best_step, best_dev = None, -math.inf
+    start = runs.latest_step()
+    if start is not None:
+        meta = runs.read_meta(start)
+        check_resumable(meta["config"], config.to_dict(), meta["encoder_config"], encoder_config.to_hf_dict(),
+                        f"{workdir}/{checkpoint.LATEST_DIR}/{start}")
+        state = runs.restore_state(start, checkpoint.abstract_like(state, replicated))
+        for step in [s for s in runs.best.all_steps() if s > start]:
+            runs.best.delete(step)  # The resumed run will recreate them, identically.
+        if runs.best_step() is not None:
+            best_step, best_dev = runs.best_step(), runs.read_meta(runs.best_step(), best=True)["dev"]["STSBenchmark"]
+        if is_main:
+            rewind_metrics(workdir, start)
+            logger.info("resuming from step %d of %s", start, workdir)
+    elif is_main:
+        run_model.save_run_description(workdir, config, encoder_config, tokenizer)
+    start = start or 0
+    if is_main:
+        _write_run_info(workdir, config, mesh, total_steps, start)
+
+    model = SentenceEncoder(encoder_config, pooler=config.model.pooler, dtype=jnp.dtype(config.model.dtype),
+                            attention_impl=config.model.attention_impl, with_mlm_head=config.loss.do_mlm)
+    loss_config = LossConfig(temperature=config.loss.temperature, hard_negative_weight=config.loss.hard_negative_weight,
+                             do_mlm=config.loss.do_mlm, mlm_weight=config.loss.mlm_weight,
+                             mlm_probability=config.loss.mlm_probability,
+                             special_token_ids=special_token_ids(tokenizer),
+                             mask_token_id=tokenizer.mask_token_id or 0,
+                             grad_cache_chunk_size=config.grad_cache_chunk_size)
+    num_views = max(2, train_data.num_views)
+    gradient_fn = None
+    if config.grad_cache_chunk_size:
+        from distilface_jax.grad_cache import make_grad_cache_fn
+        gradient_fn = make_grad_cache_fn(model, mesh, num_views, loss_config)
+    step_fn = make_train_step(model, optimizer, schedule, mesh, num_views, loss_config,
+                              train_state.state_shardings(state, replicated), gradient_fn)
+    writer = MetricsWriter(workdir, enabled=is_main)
+    meta_base = {"config": config.to_dict(), "encoder_config": encoder_config.to_hf_dict(), "total_steps": total_steps}
+    flag = _SignalFlag()
+    progress = _progress_bar(is_main, start, total_steps)
+    pending: list[tuple[int, dict]] = []
+    window_start = time.perf_counter()
+    outcome = Outcome(final_step=start)
+    try:
+        for step in range(start, total_steps):
+            batch = sharding.global_batch(train_data.batch(step, jax.process_index(), jax.process_count()), mesh)
+            state, metrics = step_fn(state, batch)
+            pending.append((step + 1, metrics))
+            done = step + 1
+            preempted = _preempted(flag, runs, done)
+            evaluate_now = config.eval_every > 0 and (done % config.eval_every == 0 or done == total_steps)
+            save_now = done % config.checkpoint_every == 0 or done == total_steps or preempted
+            if done % config.log_every == 0 or evaluate_now or save_now:
+                fetched = _fetch(pending)  # Raises before anything non-finite can be saved.
+                pending.clear()
+                summary = _summarise(fetched, time.perf_counter() - window_start, config.batch_size)
+                writer.write(done, summary, prefix="train/")
+                progress.update(done - progress.n)
+                progress.set_postfix(loss=f"{summary['loss']:.4f}", sent_s=f"{summary['sentences_per_second']:.0f}")
+                window_start = time.perf_counter()
+            if evaluate_now:
+                dev = evaluator.run(state.params, evaluator.dev_suite)
+                dev_scores = {key: dev[key] for key in ("STSBenchmark", "SICKRelatedness", "avg")}
+                writer.write(done, {"split": "dev", **dev_scores}, prefix="dev/")
+                if dev["STSBenchmark"] > best_dev:
+                    best_step, best_dev = done, dev["STSBenchmark"]
+                    runs.save_best(done, state.params, dict(meta_base, step=done, dev=dev_scores))
+                window_start = time.perf_counter()  # Evaluation time is not training throughput.
+            if save_now:
+                _check_params_finite(state, done)
+                runs.save(state, dict(meta_base, step=done, best_step=best_step, best_dev=best_dev))
+            outcome.final_step = done
+            if preempted:
+                outcome.preempted = True
+                break
+    finally:
+        runs.wait()  # An async save of a good state in flight must finish, whatever happened.
+        flag.restore()
+        progress.close()
+    outcome.best_step, outcome.best_dev = best_step, (best_dev if best_step is not None else None)
+    if not outcome.preempted and config.eval.final_test:
+        final_params = state.params if best_step is None else runs.restore_params(
+            best_step, checkpoint.abstract_like(state.params, replicated), best=True)
+        outcome.test_results = evaluator.run(final_params, sts.load_suite(evaluator.sts_dir, mode="test"))
+        writer.write(outcome.final_step, {"split": "test", "evaluated_step": best_step or outcome.final_step,
+                                          **{k: v for k, v in outcome.test_results.items() if k != "details"}})
+        if is_main:
+            workdir_files.write_text(workdir_files.path(workdir, "sts_test.json"),
+                                     json.dumps(outcome.test_results, indent=2))
+            print(sts.format_table(outcome.test_results))
+    writer.close()
+    runs.close()
+    return outcome
+
+
+def _preempted(flag: _SignalFlag, runs: checkpoint.RunCheckpoints, step: int) -> bool:
+    if jax.process_count() > 1:
+        # All hosts must agree on the step to stop at, or their collective save deadlocks:
+        # Orbax's preemption sync point gives every host the same answer.
+        return runs.latest.reached_preemption(step)
+    return flag.received
+
+
+def _progress_bar(enabled: bool, start: int, total: int):
+    from tqdm import tqdm
+    return tqdm(total=total, initial=start, disable=not enabled, unit="step", dynamic_ncols=True)
+
+
+def _write_run_info(workdir: str, config, mesh, total_steps: int, start: int) -> None:
+    import flax, optax, orbax.checkpoint, platform, transformers
+    info = {
+        "num_devices": int(mesh.devices.size), "num_processes": jax.process_count(),
+        "device_kind": jax.devices()[0].device_kind, "platform": jax.devices()[0].platform,
+        "total_steps": total_steps, "resumed_from_step": start or None,
+        "versions": {"python": platform.python_version(), "jax": jax.__version__, "flax": flax.__version__,
+                     "optax": optax.__version__, "orbax-checkpoint": orbax.checkpoint.__version__,
+                     "transformers": transformers.__version__},
+        "config": config.to_dict(),
+    }
+    workdir_files.write_text(workdir_files.path(workdir, "run_info.json"), json.dumps(info, indent=2, default=str))

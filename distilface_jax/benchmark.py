@@ -27,9 +27,7 @@ import argparse
 import json
 import os
 import platform
-import re
 import resource
-import sys
 import tempfile
 import time
 import types
@@ -41,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from distilface_jax import sharding, train_state
+from distilface_jax.hlo_anatomy import hlo_stats
 from distilface_jax.models.config import EncoderConfig
 from distilface_jax.models.sentence_model import SentenceEncoder, init_params
 from distilface_jax.train_step import LossConfig, make_train_step
@@ -52,8 +51,8 @@ PRESETS = {
     "bert-base": EncoderConfig(model_type="bert", num_layers=12, type_vocab_size=2),
 }
 NUM_VIEWS = 2  # unsupervised SimCSE: every sentence twice, two dropout masks
-_EMBEDDING_TABLES = ("word_embeddings", "position_embeddings", "token_type_embeddings")
-# SimCSE's recipe (HF Trainer defaults): what `train` builds from the base config.
+# The optimizer fields of `config_base.base_config()` (SimCSE's recipe; a test keeps them equal).
+# Not imported from there: ml_collections need not exist on a bare accelerator machine.
 _OPTIMIZER = types.SimpleNamespace(learning_rate=3e-5, total_steps=1_000_000, warmup_steps=0, max_grad_norm=1.0,
                                    adam_b1=0.9, adam_b2=0.999, adam_eps=1e-8, weight_decay=0.0)
 
@@ -90,8 +89,11 @@ def measure_peak_flops(device, dtype: str, repeats: int = 3) -> float:
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
-        outputs = [matmul(a, b) for _ in range(burst)]
-        jax.block_until_ready(outputs)
+        for _ in range(burst):
+            # Each result dropped at once: holding all of them would raise the process-lifetime
+            # memory peak that the training-step records report.
+            out = matmul(a, b)
+        out.block_until_ready()  # one stream: the last product finishes after the others
         best = min(best, time.perf_counter() - start)
     return 2.0 * size ** 3 * burst / best
 
@@ -104,19 +106,15 @@ def peak_dtype(device, dtype: str) -> str:
 
 
 def versions() -> dict[str, Optional[str]]:
-    import flax
-    import jaxlib
+    """Installed versions, read from package metadata (so torch is not imported just for this)."""
+    from importlib import metadata
 
-    found = {"python": platform.python_version(), "jax": jax.__version__, "jaxlib": jaxlib.__version__,
-             "flax": flax.__version__}
-    for name in ("optax", "torch", "transformers"):
-        module = sys.modules.get(name)
-        if module is None:
-            try:
-                module = __import__(name)
-            except ImportError:
-                module = None
-        found[name] = getattr(module, "__version__", None)
+    found: dict[str, Optional[str]] = {"python": platform.python_version()}
+    for name in ("jax", "jaxlib", "flax", "optax", "torch", "transformers"):
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = None
     return found
 
 
@@ -149,68 +147,17 @@ def peak_memory(compiled) -> tuple[Optional[int], Optional[str], Optional[int]]:
     return rss_kib * 1024, "getrusage.ru_maxrss", compiled_bytes
 
 
-_COLLECTIVE = re.compile(r" = (.*?) (all-gather|all-reduce|reduce-scatter|collective-permute|all-to-all)(-start)?\(")
-_INSTRUCTION = re.compile(r"^\s+(?:ROOT )?%?([\w.\-]+) = (\w+)\[[^=]*?\b(\w[\w\-]*)\((%?[\w.\-]+)?")
-_BYTES = {"f64": 8, "s64": 8, "u64": 8, "f32": 4, "s32": 4, "u32": 4, "bf16": 2, "f16": 2, "s16": 2, "u16": 2,
-          "s8": 1, "u8": 1, "pred": 1}
-
-
-def _collectives(text: str) -> dict[str, dict[str, int]]:
-    """{op: {"count", "bytes"}}; bytes are of the op's result (per device), tuples summed."""
-    found: dict[str, dict[str, int]] = {}
-    for match in _COLLECTIVE.finditer(text):
-        entry = found.setdefault(match.group(2), {"count": 0, "bytes": 0})
-        entry["count"] += 1
-        for dtype, dims in re.findall(r"(\w+)\[([\d,]*)\]", match.group(1)):
-            entry["bytes"] += _BYTES.get(dtype, 4) * int(np.prod([int(d) for d in dims.split(",") if d]))
-    return found
-
-
-def _precision_converts(text: str) -> dict[str, int]:
-    """f32↔bf16 converts, split into those fused into a bigger kernel and standalone ones (a
-    kernel, i.e. a memory round trip, of their own: ENTRY-level or XLA:CPU's `wrapped_convert`)."""
-    dtypes: dict[str, str] = {}
-    converts = []  # (result dtype, operand name, computation)
-    computation = ""
-    for line in text.splitlines():
-        if line and not line[0].isspace() and line.endswith("{"):
-            computation = line.split(" (")[0]
-            continue
-        match = _INSTRUCTION.match(line)
-        if match:
-            name, dtype, op, operand = match.groups()
-            dtypes[name] = dtype
-            if op == "convert" and operand:
-                converts.append((dtype, operand.lstrip("%"), computation))
-    counts = {"f32_to_bf16": 0, "bf16_to_f32": 0, "standalone": 0}
-    for out, operand, computation in converts:
-        source = dtypes.get(operand)
-        if {out, source} != {"f32", "bf16"}:
-            continue
-        counts["f32_to_bf16" if out == "bf16" else "bf16_to_f32"] += 1
-        counts["standalone"] += computation.startswith(("ENTRY", "%wrapped_convert"))
-    return counts
-
-
-def hlo_stats(text: str) -> dict:
-    """Collectives, host callbacks, f32↔bf16 converts and loops in a compiled step's HLO text."""
-    return {"collectives": _collectives(text),
-            "host_callbacks": len(re.findall(r'custom_call_target="[^"]*callback[^"]*"', text)),
-            "converts": _precision_converts(text), "while_loops": len(re.findall(r" while\(", text)),
-            "fusions": len(re.findall(r" fusion\(", text)), "hlo_chars": len(text)}
-
-
 # ----------------------------------------------------------------------------- training step
 
 
 def synthetic_tokens(config: EncoderConfig, batch: int, seq_len: int, seed: int = 0) -> np.ndarray:
-    """[B, L] int32 ids, every token real; id 101-style specials are irrelevant to speed."""
+    """[B, L] int32 random ids, every token real (no padding: the peer's batch too)."""
     low = min(1000, config.vocab_size // 2)  # the peer's range, [1000, 30000), on a big vocab
     return np.random.default_rng(seed).integers(low, config.vocab_size, (batch, seq_len), dtype=np.int32)
 
 
 def build_step(config: EncoderConfig, args: argparse.Namespace, mesh):
-    """(jitted step, state, on-device batch) exactly as the training loop builds them."""
+    """(jitted step, replicated state, host params) built as the training loop builds them."""
     model = SentenceEncoder(config, pooler="cls", dtype=jnp.dtype(args.dtype), attention_impl=args.attention_impl)
     optimizer, schedule = train_state.make_optimizer(_OPTIMIZER)
     params = init_params(config, jax.random.PRNGKey(args.seed))
@@ -228,7 +175,7 @@ def run_steps(step, state, batch, steps: int, *, block_each: bool):
         state, metrics = step(state, batch)
         if block_each:
             jax.block_until_ready(metrics)
-    jax.block_until_ready((state, metrics))
+    jax.block_until_ready(state)
     return state, time.perf_counter() - start
 
 
@@ -250,7 +197,8 @@ def bench_train(config: EncoderConfig, batch_size: int, args, mesh, peak_flops: 
     state, pipelined_s = run_steps(step, state, batch, args.steps, block_each=False)
     state, blocking_s = run_steps(step, state, batch, args.steps, block_each=True)
     step_s, blocking_step_s = pipelined_s / args.steps, blocking_s / args.steps
-    flops = model_flops_per_step(config, parameter_counts(params), batch_size, args.seq_len)
+    counts = parameter_counts(params)
+    flops = model_flops_per_step(config, counts, batch_size, args.seq_len)
     memory, memory_source, compiled_memory = peak_memory(compiled)
     record = dict(
         kind="train_step", batch=batch_size, step_ms=step_s * 1e3, sentences_per_s=batch_size / step_s,
@@ -258,7 +206,7 @@ def bench_train(config: EncoderConfig, batch_size: int, args, mesh, peak_flops: 
         step_ms_blocking=blocking_step_s * 1e3, mfu_blocking=flops / blocking_step_s / peak_flops,
         model_tflops_per_step=flops / 1e12, compile_s=compile_s, first_step_s=first_step_s,
         first_loss=first_loss, steps=args.steps, peak_memory_bytes=memory, peak_memory_source=memory_source,
-        compiled_memory_bytes=compiled_memory, parameters=parameter_counts(params),
+        compiled_memory_bytes=compiled_memory, parameters=counts,
         hlo=hlo_stats(compiled.as_text()) if args.hlo else None)
     del state
     return record, tokens
@@ -345,6 +293,42 @@ def bench_encode(config: EncoderConfig, tokenizer, args, workdir: str) -> dict:
                 finite=bool(np.isfinite(embeddings).all()))
 
 
+# ----------------------------------------------------------------------------- report
+
+
+def _size(num_bytes: Optional[int]) -> str:
+    if num_bytes is None:
+        return "-"
+    return f"{num_bytes / 1e9:.2f} GB" if num_bytes >= 1e8 else f"{num_bytes / 1e6:.1f} MB"
+
+
+def _peer_cell(peer: Optional[dict]) -> str:
+    if peer is None:
+        return "-"
+    return f"{peer['step_ms']:.1f} ms, {_size(peer['peak_memory_bytes'])} ({peer['speedup_vs_peer']:.2f}x)"
+
+
+def summary_table(records: Sequence[dict]) -> str:
+    """Markdown: one row per measured batch, our step beside the peer's (speed-up = peer ms / ours)."""
+    rows = ["| device | preset | dtype | attention (dropout) | batch | ours ms: pipelined / blocking | sentences/s "
+            "| MFU | peak memory | compile s | torch eager (speed-up) | torch.compile (speed-up) |",
+            "|---" * 12 + "|"]
+    for ours in (r for r in records if r["kind"] == "train_step"):
+        peers = {p["compile"]: p for p in records if p["kind"] == "peer_train_step" and p["batch"] == ours["batch"]
+                 and p["time_utc"] == ours["time_utc"] and p["attention_impl"] == ours["attention_impl"]}
+        rows.append(f"| {ours['device_kind']} | {ours['preset']} | {ours['dtype']} | {ours['attention_impl']} "
+                    f"({ours['attention_dropout']}) | {ours['batch']} | {ours['step_ms']:.2f} / "
+                    f"{ours['step_ms_blocking']:.2f} | {ours['sentences_per_s']:,.0f} | {100 * ours['mfu']:.1f} % | "
+                    f"{_size(ours['peak_memory_bytes'])} | {ours['compile_s']:.1f} | {_peer_cell(peers.get(False))} | "
+                    f"{_peer_cell(peers.get(True))} |")
+    for other in (r for r in records if r["kind"] in ("sts_suite", "encode")):
+        rows.append(f"\n{other['kind']} ({other['device_kind']}, {other['preset']}, {other['dtype']}): "
+                    f"{other['sentences']} sentences in {other['seconds']:.2f} s after compilation "
+                    f"({other['sentences_per_s']:,.0f} sentences/s); compile {other['compile_s']:.1f} s, "
+                    f"{other['shapes']} shapes")
+    return "\n".join(rows)
+
+
 # ----------------------------------------------------------------------------- CLI
 
 
@@ -369,6 +353,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("--no-hlo", dest="hlo", action="store_false", help="skip the HLO statistics of the step")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", default=None, help="append the JSON lines to this file")
+    p.add_argument("--summarize", nargs="+", default=None, metavar="JSONL",
+                   help="measure nothing: print a markdown table of these result files")
     args = p.parse_args(argv)
     args.batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
     if args.steps < 1:
@@ -389,6 +375,10 @@ def emit(record: dict, common: dict, output: Optional[str], records: list) -> No
 def main(argv: Optional[Sequence[str]] = None) -> list[dict]:
     """Runs every requested measurement; returns the records it printed."""
     args = parse_args(argv)
+    if args.summarize:
+        records = [json.loads(line) for path in args.summarize for line in open(path, encoding="utf-8") if line.strip()]
+        print(summary_table(records))
+        return records
     config = PRESETS[args.preset]
     if args.attention_dropout is not None:
         config = config.replace(attention_dropout=args.attention_dropout)

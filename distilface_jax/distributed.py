@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 from absl import flags
@@ -33,25 +34,25 @@ _EXPLICIT = ("coordinator_address", "num_processes", "process_id")
 MODES = ("detect", "auto", "off")
 
 
+def _define_once(define, name: str, *args, **kwargs) -> None:
+    # Importing the module twice (a reload, or a copy under another name) must not raise
+    # absl's DuplicateFlagError.
+    if name not in flags.FLAGS:
+        define(name, *args, **kwargs)
+
+
 def _define_flags() -> None:
-    """Registers the flags once: a module imported twice (or a test re-importing it) must not
-    raise absl's DuplicateFlagError."""
-    if "coordinator_address" in flags.FLAGS:
-        return
-    flags.DEFINE_string(
-        "coordinator_address", None,
-        "HOST:PORT of process 0's coordinator service; reachable from every process. "
-        "Give it with --num_processes and --process_id.")
-    flags.DEFINE_integer("num_processes", None, "Number of processes in the job (>= 1).")
-    flags.DEFINE_integer("process_id", None, "This process's id, 0 <= id < --num_processes.")
-    flags.DEFINE_list(
-        "local_device_ids", None,
-        "Comma-separated local device ids this process may use (default: all of them).")
-    flags.DEFINE_enum(
-        "distributed", "detect", list(MODES),
-        "detect: explicit flags, else a multi-host TPU slice seen in the environment, else one "
-        "process. auto: always jax.distributed.initialize() and let jax find the cluster (Cloud "
-        "TPU VM slices, Slurm, Open MPI). off: never initialize (one process).")
+    _define_once(flags.DEFINE_string, "coordinator_address", None,
+                 "HOST:PORT of process 0's coordinator service; reachable from every process. "
+                 "Give it with --num_processes and --process_id.")
+    _define_once(flags.DEFINE_integer, "num_processes", None, "Number of processes in the job (>= 1).")
+    _define_once(flags.DEFINE_integer, "process_id", None, "This process's id, 0 <= id < --num_processes.")
+    _define_once(flags.DEFINE_list, "local_device_ids", None,
+                 "Comma-separated local device ids this process may use (default: all of them).")
+    _define_once(flags.DEFINE_enum, "distributed", "detect", list(MODES),
+                 "detect: explicit flags, else a multi-host TPU slice seen in the environment, "
+                 "else one process. auto: always jax.distributed.initialize() and let jax find the "
+                 "cluster (Cloud TPU VM slices, Slurm, Open MPI). off: never initialize.")
 
 
 _define_flags()
@@ -63,7 +64,7 @@ def _env_list(environ: Mapping[str, str], name: str) -> list[str]:
     return [item for item in environ.get(name, "").split(",") if item.strip()]
 
 
-def tpu_slice_in_environment(environ: Mapping[str, str]) -> Optional[str]:
+def tpu_slice_in_environment(environ: Mapping[str, str]) -> str | None:
     """Why we believe this process is one of several TPU hosts, or None.
 
     Mirrors what jax's own cluster detection reads (jax/_src/clusters/cloud_tpu_cluster.py):
@@ -95,7 +96,7 @@ def _check_address(address: str) -> str:
     return address.strip()
 
 
-def _device_ids(raw: Any) -> Optional[list[int]]:
+def _device_ids(raw: Any) -> list[int] | None:
     if raw is None or raw == [] or raw == "":
         return None
     items = raw.split(",") if isinstance(raw, str) else list(raw)
@@ -127,7 +128,7 @@ def _explicit_settings(values: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def distributed_settings(flag_values: Mapping[str, Any],
-                         environ: Mapping[str, str]) -> Optional[dict[str, Any]]:
+                         environ: Mapping[str, str]) -> dict[str, Any] | None:
     """Keyword arguments for `jax.distributed.initialize`, or None for a single process.
 
     `flag_values` maps flag names (coordinator_address, num_processes, process_id,
@@ -165,7 +166,7 @@ def _flag_values() -> dict[str, Any]:
     return {name: flags.FLAGS[name].value for name in names}
 
 
-def initialize_from_flags(environ: Optional[Mapping[str, str]] = None) -> bool:
+def initialize_from_flags(environ: Mapping[str, str] | None = None) -> bool:
     """Calls `jax.distributed.initialize` once if this run is multi-process; True if it did.
 
     Must run after absl parsed the flags and before any jax computation or device query.

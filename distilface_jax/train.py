@@ -13,6 +13,7 @@ import logging
 import sys
 
 from absl import app, flags
+from absl import logging as absl_logging
 from ml_collections import config_flags
 
 from distilface_jax import distributed  # Registers the multi-host flags.
@@ -28,7 +29,9 @@ def main(argv) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     distributed.initialize_from_flags()  # Before anything touches a device.
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    # Orbax logs every save at INFO through absl; keep those quiet and our own messages visible.
+    absl_logging.set_verbosity(absl_logging.WARNING)
+    logging.getLogger("distilface_jax").setLevel(logging.INFO)
     from distilface_jax import trainer
 
     try:

@@ -164,8 +164,12 @@ def train_step(state: TrainState, batch: dict, *, model: SentenceEncoder, optimi
         (loss, metrics), grads = gradient_fn(state.params, batch, step_key, deterministic=deterministic)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = dict(metrics, learning_rate=schedule(state.step), gradient_norm=optax.global_norm(grads))
+    metrics = dict(metrics, learning_rate=schedule(state.step), gradient_norm=_global_norm(grads))
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+
+def _global_norm(tree) -> jax.Array:
+    return jnp.sqrt(sum(jnp.sum(jnp.square(leaf.astype(jnp.float32))) for leaf in jax.tree_util.tree_leaves(tree)))
 
 
 def make_train_step(model: SentenceEncoder, optimizer, schedule, mesh: Mesh, num_views: int,

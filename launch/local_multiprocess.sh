@@ -77,7 +77,11 @@ parse_args() {
 
 free_port() {
   # Bind to port 0 and let the kernel choose; a tiny race with other programs is acceptable here.
-  "$PYTHON_BIN" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+  local py port
+  py="$(command -v python3 || echo "$PYTHON_BIN")"
+  port="$("$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+  [[ "$port" =~ ^[0-9]+$ ]] || die "could not find a free port (got '$port'); pass --port"
+  echo "$port"
 }
 
 process_command() {  # process_command I -> the argv of process I, in CMD

@@ -208,7 +208,8 @@ export_from_worker0() {
   # machine. JAX_PLATFORMS=cpu: a lone TPU process on a multi-host slice would wait for the
   # other hosts forever.
   local export_cmd=(python3 -m distilface_jax.export --workdir "$WORKDIR" --out "$REMOTE_EXPORT")
-  local remote="cd $REMOTE_DIR && rm -rf $REMOTE_EXPORT && JAX_PLATFORMS=cpu $(quote_all "${export_cmd[@]}")"
+  local remote
+  remote="cd $REMOTE_DIR && rm -rf $REMOTE_EXPORT && JAX_PLATFORMS=cpu $(quote_all "${export_cmd[@]}")"
   if [[ "$EXPORT_OUT" == gs://* ]]; then
     ssh_workers 0 "$remote && gcloud storage rsync --recursive $REMOTE_EXPORT $(quote "$EXPORT_OUT")"
   else

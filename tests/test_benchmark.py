@@ -12,7 +12,7 @@ import math
 import jax
 import pytest
 
-from distilface_jax import benchmark, tiny_data
+from distilface_jax import benchmark, hlo_anatomy, tiny_data
 from distilface_jax.models.sentence_model import init_params
 
 BATCH = 8  # conftest simulates 8 CPU devices: the global batch must split over them
@@ -113,7 +113,16 @@ def test_hlo_stats_reads_collectives_and_converts():
         "  %ar = (f32[4,8]{1,0}, f32[]) all-reduce(%p, %c), to_apply=%add",
         "  ROOT %c = bf16[4,8]{1,0} convert(%p)",
         "}"])
-    stats = benchmark.hlo_stats(text)
+    stats = hlo_anatomy.hlo_stats(text)
     assert stats["collectives"] == {"all-gather": {"count": 1, "bytes": 512}, "all-reduce": {"count": 1, "bytes": 132}}
     assert stats["converts"] == {"f32_to_bf16": 1, "bf16_to_f32": 0, "standalone": 1}
     assert stats["host_callbacks"] == 0
+
+
+def test_optimizer_is_the_base_recipe():
+    from distilface_jax.config_base import base_config
+
+    config = base_config()
+    for field, value in vars(benchmark._OPTIMIZER).items():
+        if field != "total_steps":
+            assert config[field] == value, field

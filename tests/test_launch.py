@@ -241,6 +241,21 @@ def test_local_multiprocess_dry_run(tmp_path):
     assert not workdir.exists(), "a dry run creates nothing"
 
 
+def test_local_multiprocess_stops_the_others_when_one_fails(tmp_path):
+    """A stand-in interpreter: process 1 fails at once, process 0 would hang (as a real one
+    blocked in a collective would). The script must stop process 0 and report failure."""
+    fake_python = tmp_path / "python"
+    fake_python.write_text('#!/bin/bash\ncase "$*" in *--process_id=1*) echo boom; exit 3;; esac\n'
+                           'exec sleep 60\n')
+    fake_python.chmod(0o755)
+    workdir = tmp_path / "run"
+    result = run_script("local_multiprocess.sh", "--python", str(fake_python), "--config", "c",
+                        "--workdir", str(workdir), "--num-processes", "2")
+    assert result.returncode == 1
+    assert "process 1 exited with status 3" in result.stderr and "boom" in result.stderr
+    assert (workdir / "logs" / "process_0.log").exists()
+
+
 def test_local_multiprocess_bad_arguments():
     assert run_script("local_multiprocess.sh", "--workdir", "x").returncode != 0
     result = run_script("local_multiprocess.sh", "--config", "c", "--workdir", "w", "--num-processes", "0")

@@ -1,0 +1,104 @@
+"""Configs and the `train` entry point: every recipe parses and builds; the tiny one runs end to end."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((ROOT / "configs").glob("*.py"))
+REQUIRED_KEYS = ("batch_size", "max_steps", "log_every", "eval_every", "seed", "learning_rate", "model.dropout",
+                 "model.attention_dropout", "model.name_or_path", "data.train_file")
+
+
+def load_config(path: Path):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def train_command(workdir, *overrides, config="configs/tiny.py"):
+    return [sys.executable, "-m", "distilface_jax.train", f"--config={ROOT / config}", f"--workdir={workdir}",
+            *overrides]
+
+
+def cpu_env(devices: int = 1) -> dict:
+    env = dict(os.environ, JAX_PLATFORMS="cpu", HF_HUB_OFFLINE="1",
+               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    env.pop("JAX_NUM_CPU_DEVICES", None)
+    return env
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_every_config_parses_and_builds(path, tmp_path):
+    from distilface_jax import train_state
+    from distilface_jax.models.sentence_model import SentenceEncoder
+    from distilface_jax.run_model import eval_pooling
+
+    config = load_config(path)
+    for key in REQUIRED_KEYS:
+        node = config
+        for part in key.split("."):
+            node = node[part]
+    assert path.read_text().startswith('"""') and "python -m distilface_jax.train" in path.read_text()
+    import ml_collections
+    optimizer, schedule = train_state.make_optimizer(ml_collections.ConfigDict(dict(config.to_dict(), total_steps=10)))
+    assert float(schedule(0)) == pytest.approx(config.learning_rate) and float(schedule(10)) == 0.0
+    pooler, _ = eval_pooling(config)
+    assert pooler in ("cls", "avg", "cls_before_pooler", "avg_first_last", "avg_top2")
+    assert config.data.format in ("unsup", "sup")
+    assert config.batch_size % 8 == 0  # Divisible by any power-of-two device count up to 8.
+    if path.stem != "tiny":  # The real recipes: SimCSE's published hyper-parameters.
+        assert config.loss.temperature == 0.05 and config.model.pooler == "cls"
+        assert (config.batch_size, config.learning_rate, config.num_epochs) in ((64, 3e-5, 1), (512, 5e-5, 3))
+        assert config.model.mlp_only_train == (config.data.format == "unsup")
+    else:
+        from distilface_jax.run_model import build_initial_model
+        encoder_config, params, _ = build_initial_model(config, str(tmp_path))
+        SentenceEncoder(encoder_config)  # builds
+
+
+def test_tiny_config_runs_end_to_end(tmp_path):
+    """The README's first command, on 2 CPU cores: train → dev evals → best checkpoint → STS test."""
+    workdir = tmp_path / "run"
+    result = subprocess.run(train_command(workdir), env=cpu_env(), capture_output=True, text=True, timeout=300,
+                            cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in records if "loss" in r]
+    dev = [r for r in records if r.get("split") == "dev"]
+    test = [r for r in records if r.get("split") == "test"]
+    assert [r["step"] for r in train] == list(range(20, 121, 20))
+    assert all({"learning_rate", "sentences_per_second", "loss"} <= set(r) for r in train)
+    assert train[-1]["loss"] < train[0]["loss"]  # It learns.
+    assert [r["step"] for r in dev] == [40, 80, 120] and all("STSBenchmark" in r for r in dev)
+    assert len(test) == 1 and set(test[0]) >= {"STS12", "STS16", "STSBenchmark", "SICKRelatedness", "avg"}
+    results = json.loads((workdir / "sts_test.json").read_text())
+    assert results["avg"] == pytest.approx(test[0]["avg"])
+    info = json.loads((workdir / "run_info.json").read_text())
+    assert info["num_devices"] == 1 and info["num_processes"] == 1 and info["config"]["max_steps"] == 120
+    assert (workdir / "best").is_dir() and (workdir / "checkpoints" / "120").is_dir()
+    assert list((workdir / "tensorboard").iterdir())
+    assert "STSBenchmark" in result.stdout  # The final table is printed.
+
+
+def test_unknown_config_key_is_an_error(tmp_path):
+    result = subprocess.run(train_command(tmp_path / "run", "--config.learning_rat=1e-3"), env=cpu_env(),
+                            capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert result.returncode != 0
+    assert "learning_rat" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_missing_training_file_is_named(tmp_path):
+    result = subprocess.run(train_command(tmp_path / "run", f"--config.data.train_file={tmp_path}/nope.txt"),
+                            env=cpu_env(), capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "nope.txt" in result.stderr.strip().splitlines()[-1]

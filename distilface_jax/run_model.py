@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
@@ -40,15 +42,24 @@ def builtin_dir(workdir: str) -> str:
 
 
 def prepare_builtin_tiny(workdir: str) -> dict[str, str]:
-    """Generates the offline demo's corpus, vocabulary and STS fixture (idempotent)."""
+    """Generates the offline demo's corpus, vocabulary and STS fixture (idempotent).
+
+    Written to a private folder and renamed into place, so processes of a multi-process run
+    that generate at the same time never read each other's half-written files.
+    """
     folder = builtin_dir(workdir)
-    paths = {"corpus": os.path.join(folder, "corpus.txt"), "vocab": os.path.join(folder, "vocab.txt"),
-             "sts": os.path.join(folder, "sts")}
-    if not os.path.exists(paths["vocab"]):
-        sentences = tiny_data.write_tiny_corpus(paths["corpus"])
-        tiny_data.write_tiny_sts(paths["sts"])
-        tiny_data.write_tiny_vocab(paths["vocab"], sentences)
-    return paths
+    if not os.path.isdir(folder):
+        os.makedirs(workdir, exist_ok=True)
+        staging = tempfile.mkdtemp(prefix=".builtin.tmp-", dir=workdir)
+        sentences = tiny_data.write_tiny_corpus(os.path.join(staging, "corpus.txt"))
+        tiny_data.write_tiny_sts(os.path.join(staging, "sts"))
+        tiny_data.write_tiny_vocab(os.path.join(staging, "vocab.txt"), sentences)
+        try:
+            os.rename(staging, folder)
+        except OSError:  # Another process renamed its identical copy first.
+            shutil.rmtree(staging, ignore_errors=True)
+    return {"corpus": os.path.join(folder, "corpus.txt"), "vocab": os.path.join(folder, "vocab.txt"),
+            "sts": os.path.join(folder, "sts")}
 
 
 def resolve_builtin(path: str, workdir: str, kind: str) -> str:

@@ -49,6 +49,7 @@ def test_few_shapes_compile_for_many_lengths(tiny_distilbert_dir):
     embed(sentences)
     assert len(embed.compiled_shapes) <= len(bucket_lengths(64)) == 4
     assert {length for _, length in embed.compiled_shapes} <= {8, 16, 32, 64}
+    assert bucket_lengths(512) == [8, 16, 32, 64, 128, 256, 512]  # A BERT-limit suite: ≤ 7 shapes.
 
 
 def test_truncation_at_max_length(tiny_distilbert_dir):

@@ -60,3 +60,34 @@ def base_config() -> ml_collections.ConfigDict:
     config.eval.batch_size = 128
     config.eval.final_test = True  # Full 7-task STS test of the best checkpoint at the end.
     return config
+
+
+def unsup_recipe(name_or_path: str) -> ml_collections.ConfigDict:
+    """Unsupervised SimCSE (Gao et al. 2021, Table A.1): wiki1m, 1 epoch, batch 64, lr 3e-5,
+    max length 32, τ 0.05, cls pooler with the MLP head at training only."""
+    config = base_config()
+    config.model.name_or_path = name_or_path
+    config.batch_size = 64
+    config.learning_rate = 3e-5
+    config.num_epochs = 1
+    config.data.format = "unsup"
+    config.data.train_file = "data/wiki1m_for_simcse.txt"
+    config.data.max_seq_length = 32
+    config.model.pooler = "cls"
+    config.model.mlp_only_train = True
+    config.eval_every = 125
+    return config
+
+
+def sup_recipe(name_or_path: str) -> ml_collections.ConfigDict:
+    """Supervised SimCSE: NLI (sent0, sent1, hard_neg), 3 epochs, batch 512, lr 5e-5, cls pooler
+    with the MLP head kept, hard-negative weight 0."""
+    config = unsup_recipe(name_or_path)
+    config.batch_size = 512
+    config.learning_rate = 5e-5
+    config.num_epochs = 3
+    config.data.format = "sup"
+    config.data.train_file = "data/nli_for_simcse.csv"
+    config.model.mlp_only_train = False
+    config.loss.hard_negative_weight = 0.0
+    return config

@@ -89,9 +89,24 @@ def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
     return tensors
 
 
+def _canonical_name(name: str, prefix: str) -> str:
+    """Drops the family prefix, and renames TF-era LayerNorm `gamma`/`beta` (still in the hub's
+    original bert-base-uncased files) to `weight`/`bias`, as `transformers` does on load."""
+    if name.startswith(prefix):
+        name = name[len(prefix):]
+    if name.endswith(".gamma"):
+        return name[:-len("gamma")] + "weight"
+    if name.endswith(".beta"):
+        return name[:-len("beta")] + "bias"
+    return name
+
+
 def _strip_family_prefix(state: dict[str, np.ndarray], model_type: str) -> dict[str, np.ndarray]:
     prefix = hf_names.FAMILY_PREFIX[model_type]
-    return {name[len(prefix):] if name.startswith(prefix) else name: value for name, value in state.items()}
+    renamed = {_canonical_name(name, prefix): value for name, value in state.items()}
+    if len(renamed) != len(state):
+        raise ModelLoadError(f"checkpoint holds the same tensor under two names (with and without {prefix!r})")
+    return renamed
 
 
 def _to_ours(value: np.ndarray, transform: str) -> np.ndarray:

@@ -1,8 +1,10 @@
 """`python -m distilface_jax.train --config configs/X.py --workdir DIR [--config.key=value ...]`.
 
 Trains a SimCSE sentence encoder data-parallel over every device of every process. Starting
-on a workdir that holds a checkpoint resumes it. Multi-host: automatic on Cloud TPU pods;
-elsewhere pass --coordinator_address HOST:PORT --num_processes N --process_id I.
+on a workdir that holds a checkpoint resumes it. Multi-host: on a Cloud TPU pod slice pass
+--distributed=auto (launch/tpu_pod.sh does) so jax finds the other hosts; elsewhere pass
+--coordinator_address HOST:PORT --num_processes N --process_id I
+(launch/local_multiprocess.sh rehearses this on one machine).
 Exit status: 0 done or preempted (SIGTERM: saved, rerun to resume); 1 on a non-finite loss
 or a config that contradicts the workdir's checkpoint; 2 on bad input.
 """

@@ -196,3 +196,18 @@ def test_pytorch_bin_checkpoint_loads_with_weights_only(tiny_bert_dir, tmp_path)
     from_bin = hf.load_pretrained(str(folder))
     reference = hf.load_pretrained(str(tiny_bert_dir))
     jax.tree_util.tree_map(np.testing.assert_array_equal, from_bin.params["encoder"], reference.params["encoder"])
+
+
+def test_tf_era_layer_norm_names_and_prefixes_load(tiny_bert_dir, tmp_path):
+    """The hub's bert-base-uncased still names LayerNorm parameters gamma/beta, under `bert.`."""
+    folder = _copy(tiny_bert_dir, tmp_path)
+
+    def rename(tensors):
+        for name in list(tensors):
+            new = "bert." + name.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta")
+            tensors[new] = tensors.pop(name)
+    _rewrite_tensors(folder, rename)
+    assert any(name.endswith("LayerNorm.gamma") for name in _tensor_names(folder))
+    reference = hf.load_pretrained(str(tiny_bert_dir))
+    renamed = hf.load_pretrained(str(folder))
+    jax.tree_util.tree_map(np.testing.assert_array_equal, renamed.params, reference.params)

@@ -26,7 +26,11 @@ def read_sentences(path: Path) -> list[str]:
         raise UsageError(f"{path}: no such file") from error
     except (OSError, UnicodeDecodeError) as error:
         raise UsageError(f"{path}: cannot read ({error})") from error
-    sentences = text.splitlines()
+    # Split on "\n" only (str.splitlines would also split on U+2028 and friends inside a line,
+    # and row i must be line i as `wc -l` and editors count them); tolerate CRLF files.
+    sentences = [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
+    if text.endswith("\n"):
+        sentences.pop()
     if not any(line.strip() for line in sentences):
         raise UsageError(f"{path}: no sentences (the file is empty)")
     return sentences

@@ -22,7 +22,7 @@ import numpy as np
 
 from distilface_jax import checkpoint, data, run_model, sharding, sts, train_state, workdir_files
 from distilface_jax.inference import make_embed_fn
-from distilface_jax.metrics_writer import MetricsWriter, rewind_metrics
+from distilface_jax.metrics_writer import MetricsWriter, read_metrics, rewind_metrics
 from distilface_jax.models.sentence_model import SentenceEncoder
 from distilface_jax.train_step import LossConfig, make_train_step, special_token_ids
 
@@ -161,41 +161,13 @@ def train_and_evaluate(config, workdir: str) -> Outcome:
     del params
     evaluator = _Evaluator(config, encoder_config, tokenizer, workdir)
     runs = checkpoint.RunCheckpoints(workdir, keep=config.keep_checkpoints)
-    best_step, best_dev = None, -math.inf
-    start = runs.latest_step()
-    if start is not None:
-        meta = runs.read_meta(start)
-        check_resumable(meta["config"], config.to_dict(), meta["encoder_config"], encoder_config.to_hf_dict(),
-                        f"{workdir}/{checkpoint.LATEST_DIR}/{start}")
-        state = runs.restore_state(start, checkpoint.abstract_like(state, replicated))
-        for step in [s for s in runs.best.all_steps() if s > start]:
-            runs.best.delete(step)  # The resumed run will recreate them, identically.
-        if runs.best_step() is not None:
-            best_step, best_dev = runs.best_step(), runs.read_meta(runs.best_step(), best=True)["dev"]["STSBenchmark"]
-        if is_main:
-            rewind_metrics(workdir, start)
-            logger.info("resuming from step %d of %s", start, workdir)
-    elif is_main:
-        run_model.save_run_description(workdir, config, encoder_config, tokenizer)
-    start = start or 0
+    state, start, best_step, best_dev = _resume_or_start(runs, state, config, encoder_config, tokenizer, workdir,
+                                                         replicated)
     if is_main:
         _write_run_info(workdir, config, mesh, total_steps, start)
 
-    model = SentenceEncoder(encoder_config, pooler=config.model.pooler, dtype=jnp.dtype(config.model.dtype),
-                            attention_impl=config.model.attention_impl, with_mlm_head=config.loss.do_mlm)
-    loss_config = LossConfig(temperature=config.loss.temperature, hard_negative_weight=config.loss.hard_negative_weight,
-                             do_mlm=config.loss.do_mlm, mlm_weight=config.loss.mlm_weight,
-                             mlm_probability=config.loss.mlm_probability,
-                             special_token_ids=special_token_ids(tokenizer),
-                             mask_token_id=tokenizer.mask_token_id or 0,
-                             grad_cache_chunk_size=config.grad_cache_chunk_size)
-    num_views = max(2, train_data.num_views)
-    gradient_fn = None
-    if config.grad_cache_chunk_size:
-        from distilface_jax.grad_cache import make_grad_cache_fn
-        gradient_fn = make_grad_cache_fn(model, mesh, num_views, loss_config)
-    step_fn = make_train_step(model, optimizer, schedule, mesh, num_views, loss_config,
-                              train_state.state_shardings(state, replicated), gradient_fn)
+    step_fn = _build_step(config, encoder_config, tokenizer, mesh, optimizer, schedule, max(2, train_data.num_views),
+                          train_state.state_shardings(state, replicated))
     writer = MetricsWriter(workdir, enabled=is_main)
     meta_base = {"config": config.to_dict(), "encoder_config": encoder_config.to_hf_dict(), "total_steps": total_steps}
     flag = _SignalFlag()
@@ -240,19 +212,66 @@ def train_and_evaluate(config, workdir: str) -> Outcome:
         flag.restore()
         progress.close()
     outcome.best_step, outcome.best_dev = best_step, (best_dev if best_step is not None else None)
-    if not outcome.preempted and config.eval.final_test:
+    # Rerunning a finished run (e.g. a repeated launch) must not evaluate and log the test twice.
+    already_tested = start >= total_steps and any(r.get("split") == "test" for r in read_metrics(workdir))
+    if not outcome.preempted and config.eval.final_test and not already_tested:
         final_params = state.params if best_step is None else runs.restore_params(
             best_step, checkpoint.abstract_like(state.params, replicated), best=True)
-        outcome.test_results = evaluator.run(final_params, sts.load_suite(evaluator.sts_dir, mode="test"))
-        writer.write(outcome.final_step, {"split": "test", "evaluated_step": best_step or outcome.final_step,
-                                          **{k: v for k, v in outcome.test_results.items() if k != "details"}})
-        if is_main:
-            workdir_files.write_text(workdir_files.path(workdir, "sts_test.json"),
-                                     json.dumps(outcome.test_results, indent=2))
-            print(sts.format_table(outcome.test_results))
+        outcome.test_results = _final_test(evaluator, final_params, writer, workdir, outcome.final_step,
+                                           best_step or outcome.final_step)
     writer.close()
     runs.close()
     return outcome
+
+
+def _resume_or_start(runs, state, config, encoder_config, tokenizer, workdir: str, replicated):
+    """(state, first step, best step, best dev score): restored from the latest checkpoint, or a new run."""
+    start = runs.latest_step()
+    if start is None:
+        if jax.process_index() == 0:
+            run_model.save_run_description(workdir, config, encoder_config, tokenizer)
+        return state, 0, None, -math.inf
+    meta = runs.read_meta(start)
+    check_resumable(meta["config"], config.to_dict(), meta["encoder_config"], encoder_config.to_hf_dict(),
+                    f"{workdir}/{checkpoint.LATEST_DIR}/{start}")
+    state = runs.restore_state(start, checkpoint.abstract_like(state, replicated))
+    for step in [s for s in runs.best.all_steps() if s > start]:
+        runs.best.delete(step)  # The resumed run will recreate them, identically.
+    best_step, best_dev = runs.best_step(), -math.inf
+    if best_step is not None:
+        best_dev = runs.read_meta(best_step, best=True)["dev"]["STSBenchmark"]
+    if jax.process_index() == 0:
+        rewind_metrics(workdir, start)
+        logger.info("resuming from step %d of %s", start, workdir)
+    return state, start, best_step, best_dev
+
+
+def _build_step(config, encoder_config, tokenizer, mesh, optimizer, schedule, num_views: int, state_sharding):
+    """The jitted step for this config (with GradCache when `grad_cache_chunk_size` > 0)."""
+    model = SentenceEncoder(encoder_config, pooler=config.model.pooler, dtype=jnp.dtype(config.model.dtype),
+                            attention_impl=config.model.attention_impl, with_mlm_head=config.loss.do_mlm)
+    loss_config = LossConfig(temperature=config.loss.temperature, hard_negative_weight=config.loss.hard_negative_weight,
+                             do_mlm=config.loss.do_mlm, mlm_weight=config.loss.mlm_weight,
+                             mlm_probability=config.loss.mlm_probability,
+                             special_token_ids=special_token_ids(tokenizer),
+                             mask_token_id=tokenizer.mask_token_id or 0,
+                             grad_cache_chunk_size=config.grad_cache_chunk_size)
+    gradient_fn = None
+    if config.grad_cache_chunk_size:
+        from distilface_jax.grad_cache import make_grad_cache_fn
+        gradient_fn = make_grad_cache_fn(model, mesh, num_views, loss_config)
+    return make_train_step(model, optimizer, schedule, mesh, num_views, loss_config, state_sharding, gradient_fn)
+
+
+def _final_test(evaluator, params, writer, workdir: str, step: int, evaluated_step: int) -> dict:
+    """The 7-task STS test of `params`: logged, written to sts_test.json and printed (process 0)."""
+    results = evaluator.run(params, sts.load_suite(evaluator.sts_dir, mode="test"))
+    writer.write(step, {"split": "test", "evaluated_step": evaluated_step,
+                        **{key: value for key, value in results.items() if key != "details"}})
+    if jax.process_index() == 0:
+        workdir_files.write_text(workdir_files.path(workdir, "sts_test.json"), json.dumps(results, indent=2))
+        print(sts.format_table(results))
+    return results
 
 
 def _preempted(flag: _SignalFlag, runs: checkpoint.RunCheckpoints, step: int) -> bool:

@@ -35,6 +35,11 @@ def test_cli_rows_follow_lines_and_match_pytorch(tiny_distilbert_dir, tmp_path, 
     np.testing.assert_allclose(embeddings, torch_mean_pooled(tiny_distilbert_dir, lines), atol=1e-5, rtol=0)
 
 
+def test_line_splitting_keeps_rows_aligned(tmp_path):
+    (tmp_path / "in.txt").write_bytes("first\r\nsec\u2028ond\n\nlast".encode("utf-8"))
+    assert encode.read_sentences(tmp_path / "in.txt") == ["first", "sec\u2028ond", "", "last"]
+
+
 def test_cli_normalize(tiny_bert_dir, tmp_path):
     (tmp_path / "in.txt").write_text("\n".join(SENTENCES))
     assert encode.main(["--model", str(tiny_bert_dir), "--input", str(tmp_path / "in.txt"), "--output",

@@ -88,6 +88,13 @@ def test_tiny_config_runs_end_to_end(tmp_path):
     assert list((workdir / "tensorboard").iterdir())
     assert "STSBenchmark" in result.stdout  # The final table is printed.
 
+    # Launching the finished run again changes nothing (no second test line, no new checkpoint).
+    before = (workdir / "metrics.jsonl").read_text(), sorted(os.listdir(workdir / "checkpoints"))
+    again = subprocess.run(train_command(workdir), env=cpu_env(), capture_output=True, text=True, timeout=300,
+                           cwd=ROOT)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert ((workdir / "metrics.jsonl").read_text(), sorted(os.listdir(workdir / "checkpoints"))) == before
+
 
 def test_unknown_config_key_is_an_error(tmp_path):
     result = subprocess.run(train_command(tmp_path / "run", "--config.learning_rat=1e-3"), env=cpu_env(),

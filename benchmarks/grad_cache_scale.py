@@ -12,7 +12,6 @@ batch really trains (and give the host's peak RSS). Default model: all-MiniLM-L6
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib.util
 import json
 import resource

@@ -12,6 +12,7 @@ devices restores on 1 and vice versa.
 
 from __future__ import annotations
 
+import os
 from typing import Any, Optional
 
 import jax
@@ -34,6 +35,12 @@ def _join(workdir: str, name: str) -> str:
     return workdir.rstrip("/") + "/" + name
 
 
+def absolute(workdir: str) -> str:
+    """Orbax requires absolute paths; bucket paths (gs://...) are absolute already."""
+    workdir = str(workdir)
+    return workdir if "://" in workdir else os.path.abspath(workdir)
+
+
 def abstract_like(tree, sharding) -> Any:
     """ShapeDtypeStructs of `tree` laid out with `sharding`: the restore target."""
     return jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
@@ -43,7 +50,7 @@ class RunCheckpoints:
     """Save and restore the checkpoints of one workdir (every process calls every method)."""
 
     def __init__(self, workdir: str, *, keep: int = 2, read_only: bool = False):
-        self.workdir = str(workdir)
+        self.workdir = absolute(workdir)
         self.latest = _manager(_join(self.workdir, LATEST_DIR), keep=keep, asynchronous=not read_only,
                                items=("params", "opt_state", "progress", "meta"), read_only=read_only)
         self.best = _manager(_join(self.workdir, BEST_DIR), keep=1, asynchronous=False,

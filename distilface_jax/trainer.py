@@ -145,7 +145,7 @@ def _summarise(fetched: list[tuple[int, dict]], seconds: float, batch_size: int)
 
 
 def train_and_evaluate(config, workdir: str) -> Outcome:
-    workdir = str(workdir)
+    workdir = checkpoint.absolute(workdir)
     is_main = jax.process_index() == 0
     mesh = sharding.make_mesh()
     sharding.check_batch_size(config.batch_size, mesh)

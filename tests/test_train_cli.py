@@ -68,8 +68,9 @@ def test_every_config_parses_and_builds(path, tmp_path):
 def test_tiny_config_runs_end_to_end(tmp_path):
     """The README's first command, on 2 CPU cores: train → dev evals → best checkpoint → STS test."""
     workdir = tmp_path / "run"
-    result = subprocess.run(train_command(workdir), env=cpu_env(), capture_output=True, text=True, timeout=300,
-                            cwd=ROOT)
+    # A relative --workdir, as the README's first command uses (Orbax itself wants absolute paths).
+    command = [arg if not arg.startswith("--workdir") else "--workdir=run" for arg in train_command(workdir)]
+    result = subprocess.run(command, env=cpu_env(), capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in records if "loss" in r]
@@ -90,8 +91,7 @@ def test_tiny_config_runs_end_to_end(tmp_path):
 
     # Launching the finished run again changes nothing (no second test line, no new checkpoint).
     before = (workdir / "metrics.jsonl").read_text(), sorted(os.listdir(workdir / "checkpoints"))
-    again = subprocess.run(train_command(workdir), env=cpu_env(), capture_output=True, text=True, timeout=300,
-                           cwd=ROOT)
+    again = subprocess.run(command, env=cpu_env(), capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     assert ((workdir / "metrics.jsonl").read_text(), sorted(os.listdir(workdir / "checkpoints"))) == before
 

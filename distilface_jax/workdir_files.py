@@ -2,7 +2,7 @@
 
 Orbax writes checkpoints to either itself; these helpers do the same for the run's JSON
 files and model description, so a TPU pod can use a `gs://` workdir end to end (bucket paths
-need `gcsfs` installed, as on the TPU VMs set up by `launch/tpu_pod.sh`).
+need `gcsfs` installed; `launch/tpu_pod.sh` installs it on every TPU worker).
 """
 
 from __future__ import annotations

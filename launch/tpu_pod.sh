@@ -189,7 +189,7 @@ copy_repository() {
 install_on_workers() {
   # The image's system python3; pip falls back to a --user install when site-packages is not writable.
   local install="cd $REMOTE_DIR && python3 -m pip install -U pip"
-  install+=" && python3 -m pip install -U \"jax[tpu]\" && python3 -m pip install ."
+  install+=" && python3 -m pip install -U \"jax[tpu]\" && python3 -m pip install . gcsfs"
   [[ -z "$SETUP" ]] || install+=" && $SETUP"
   ssh_workers all "$install"
 }

@@ -50,7 +50,12 @@ def resolve_model_dir(name_or_path: str) -> Path:
         raise ModelLoadError(f"{name_or_path}: not a model folder")
     try:
         from huggingface_hub import snapshot_download
-        return Path(snapshot_download(repo_id=name_or_path, allow_patterns=_HUB_PATTERNS))
+        folder = Path(snapshot_download(repo_id=name_or_path, allow_patterns=_HUB_PATTERNS))
+        if not any(folder.glob("*.safetensors")):
+            # Older repos (e.g. the published SimCSE checkpoints) only have the pickle format; it
+            # is read with torch.load(weights_only=True), never unpickled as arbitrary objects.
+            folder = Path(snapshot_download(repo_id=name_or_path, allow_patterns=_HUB_PATTERNS + ["pytorch_model.bin"]))
+        return folder
     except Exception as error:  # Offline, unknown id, gated repo: all one message for the user.
         raise ModelLoadError(f"{name_or_path}: no such local folder, and the hub download failed: {error}") from error
 

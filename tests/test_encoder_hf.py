@@ -211,3 +211,27 @@ def test_tf_era_layer_norm_names_and_prefixes_load(tiny_bert_dir, tmp_path):
     reference = hf.load_pretrained(str(tiny_bert_dir))
     renamed = hf.load_pretrained(str(folder))
     jax.tree_util.tree_map(np.testing.assert_array_equal, renamed.params, reference.params)
+
+
+def test_hub_ids_go_through_snapshot_download(tiny_distilbert_dir, monkeypatch):
+    """A hub id is fetched with huggingface_hub (weights, configs, tokenizer only), then read as
+    a local folder; offline, the failure names the id."""
+    import huggingface_hub
+    calls = []
+
+    def fake_snapshot_download(repo_id, allow_patterns):
+        calls.append((repo_id, tuple(allow_patterns)))
+        return str(tiny_distilbert_dir)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    loaded = hf.load_pretrained("someone/tiny-distilbert")
+    assert calls and calls[0][0] == "someone/tiny-distilbert" and "*.safetensors" in calls[0][1]
+    assert not any(pattern.endswith((".bin", ".py")) for pattern in calls[0][1])  # never code, never pickles
+    reference = hf.load_pretrained(str(tiny_distilbert_dir))
+    jax.tree_util.tree_map(np.testing.assert_array_equal, loaded.params["encoder"], reference.params["encoder"])
+
+    def offline(repo_id, allow_patterns):
+        raise OSError("offline")
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    with pytest.raises(hf.ModelLoadError, match="someone/tiny-distilbert: no such local folder"):
+        hf.load_pretrained("someone/tiny-distilbert")

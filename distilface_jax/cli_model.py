@@ -65,6 +65,8 @@ def build_embed_fn(args: argparse.Namespace, *, normalize: bool = False, progres
 
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.max_length is not None and args.max_length < 2:
+        raise UsageError(f"--max-length must be >= 2 (room for [CLS] and [SEP]), got {args.max_length}")
     model, pooler, apply_mlp = load_model(args)
     return make_embed_fn(model.config, model.params, model.tokenizer, pooler=pooler, batch_size=args.batch_size,
                          max_length=args.max_length, normalize=normalize, progress=progress, apply_mlp=apply_mlp)

@@ -7,12 +7,14 @@ needs no `if process_index == 0` around every call.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from typing import Any, Mapping
 
 from distilface_jax import workdir_files
 
 METRICS_FILE = "metrics.jsonl"
+logger = logging.getLogger(__name__)
 
 
 def _plain(value: Any):
@@ -50,7 +52,8 @@ class MetricsWriter:
             try:
                 from tensorboardX import SummaryWriter
                 self._tensorboard = SummaryWriter(str(workdir_files.path(workdir, "tensorboard")))
-            except ImportError:  # TensorBoard events are a convenience; metrics.jsonl is the record.
+            except Exception as error:  # Events are a convenience; metrics.jsonl is the record.
+                logger.warning("TensorBoard events disabled (%s); metrics.jsonl is still written", error)
                 self._tensorboard = None
 
     def write(self, step: int, values: Mapping[str, Any], *, prefix: str = "") -> None:

@@ -136,11 +136,12 @@ def _check_params_finite(state, step: int) -> None:
         raise NonFiniteLossError(f"parameters are not finite after step {step}")
 
 
-def _summarise(fetched: list[tuple[int, dict]], seconds: float, batch_size: int) -> dict:
+def _summarise(fetched: list[tuple[int, dict]], timed_steps: int, seconds: float, batch_size: int) -> dict:
     keys = fetched[-1][1].keys()
     summary = {key: float(np.mean([float(m[key]) for _, m in fetched])) for key in keys}
     summary["learning_rate"] = float(fetched[-1][1]["learning_rate"])
-    summary["sentences_per_second"] = len(fetched) * batch_size / max(seconds, 1e-9)
+    # None for a window holding only the compiling first step: it has no throughput to report.
+    summary["sentences_per_second"] = timed_steps * batch_size / max(seconds, 1e-9) if timed_steps else None
     return summary
 
 
@@ -173,7 +174,7 @@ def train_and_evaluate(config, workdir: str) -> Outcome:
     flag = _SignalFlag()
     progress = _progress_bar(is_main, start, total_steps)
     pending: list[tuple[int, dict]] = []
-    window_start = time.perf_counter()
+    window_start, timed_steps = time.perf_counter(), 0
     outcome = Outcome(final_step=start)
     try:
         for step in range(start, total_steps):
@@ -181,17 +182,21 @@ def train_and_evaluate(config, workdir: str) -> Outcome:
             state, metrics = step_fn(state, batch)
             pending.append((step + 1, metrics))
             done = step + 1
+            timed_steps += 1
+            if step == start:  # The first step compiles: one wait, so throughput excludes compile time.
+                jax.block_until_ready(metrics)
+                window_start, timed_steps = time.perf_counter(), 0
             preempted = _preempted(flag, runs, done)
             evaluate_now = config.eval_every > 0 and (done % config.eval_every == 0 or done == total_steps)
             save_now = done % config.checkpoint_every == 0 or done == total_steps or preempted
             if done % config.log_every == 0 or evaluate_now or save_now:
                 fetched = _fetch(pending)  # Raises before anything non-finite can be saved.
                 pending.clear()
-                summary = _summarise(fetched, time.perf_counter() - window_start, config.batch_size)
+                summary = _summarise(fetched, timed_steps, time.perf_counter() - window_start, config.batch_size)
                 writer.write(done, summary, prefix="train/")
                 progress.update(done - progress.n)
-                progress.set_postfix(loss=f"{summary['loss']:.4f}", sent_s=f"{summary['sentences_per_second']:.0f}")
-                window_start = time.perf_counter()
+                progress.set_postfix(loss=f"{summary['loss']:.4f}", sent_s=f"{summary['sentences_per_second'] or 0:.0f}")
+                window_start, timed_steps = time.perf_counter(), 0
             if evaluate_now:
                 dev = evaluator.run(state.params, evaluator.dev_suite)
                 dev_scores = {key: dev[key] for key in ("STSBenchmark", "SICKRelatedness", "avg")}
@@ -199,7 +204,7 @@ def train_and_evaluate(config, workdir: str) -> Outcome:
                 if dev["STSBenchmark"] > best_dev:
                     best_step, best_dev = done, dev["STSBenchmark"]
                     runs.save_best(done, state.params, dict(meta_base, step=done, dev=dev_scores))
-                window_start = time.perf_counter()  # Evaluation time is not training throughput.
+                window_start, timed_steps = time.perf_counter(), 0  # Evaluation is not training throughput.
             if save_now:
                 _check_params_finite(state, done)
                 runs.save(state, dict(meta_base, step=done, best_step=best_step, best_dev=best_dev))

@@ -82,3 +82,26 @@ def test_activation_memory_is_flat_in_the_global_batch_with_grad_cache():
     assert plain[2] > 8 * plain[0]  # Without GradCache activations grow with the batch (16×) ...
     assert chunked[2] < 2 * chunked[0]  # ... with it they barely move (embeddings and logits only).
     assert chunked[2] < plain[2] / 5
+
+
+def test_train_loop_wires_grad_cache_and_bfloat16(tmp_path):
+    """The `train` loop with `grad_cache_chunk_size` gives the plain loop's losses; bf16 compute runs."""
+    from distilface_jax import trainer
+    from distilface_jax.metrics_writer import read_metrics
+    from test_train_cli import ROOT, load_config
+
+    def losses(**overrides):
+        config = load_config(ROOT / "configs" / "tiny.py")
+        config.max_steps, config.log_every, config.eval_every, config.eval.final_test = 6, 1, 0, False
+        for key, value in overrides.items():
+            section, _, name = key.rpartition(".")
+            setattr(config[section] if section else config, name, value)
+        workdir = tmp_path / "_".join(f"{k}-{v}" for k, v in overrides.items()) if overrides else tmp_path / "plain"
+        trainer.train_and_evaluate(config, str(workdir))
+        return [r["loss"] for r in read_metrics(str(workdir)) if "loss" in r]
+
+    plain = losses()
+    np.testing.assert_allclose(losses(grad_cache_chunk_size=3), plain, rtol=1e-5)
+    half = losses(**{"model.dtype": "bfloat16"})
+    assert np.all(np.isfinite(half)) and half != plain
+    np.testing.assert_allclose(half, plain, rtol=0.05)

@@ -109,3 +109,21 @@ def test_missing_training_file_is_named(tmp_path):
                             env=cpu_env(), capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert result.returncode == 2, result.stderr[-2000:]
     assert "nope.txt" in result.stderr.strip().splitlines()[-1]
+
+
+def test_supervised_csv_with_hard_negatives_trains(tmp_path):
+    """sup SimCSE through the real loop: CSV sent0,sent1,hard_neg → K = 3 views, hard negatives in the loss."""
+    from distilface_jax import trainer
+    from distilface_jax.metrics_writer import read_metrics
+    from distilface_jax.tiny_data import write_tiny_corpus
+
+    sentences = write_tiny_corpus(str(tmp_path / "corpus.txt"), num_sentences=200)
+    rows = ["sent0,sent1,hard_neg"] + [f'"{a}","{a.lower()}","{b}"' for a, b in zip(sentences, sentences[1:])]
+    (tmp_path / "nli.csv").write_text("\n".join(rows) + "\n")
+    config = load_config(ROOT / "configs" / "tiny.py")
+    config.data.format, config.data.train_file = "sup", str(tmp_path / "nli.csv")
+    config.max_steps, config.log_every, config.eval_every, config.eval.final_test = 4, 1, 0, False
+    config.loss.hard_negative_weight = 1.0
+    trainer.train_and_evaluate(config, str(tmp_path / "run"))
+    records = [r for r in read_metrics(str(tmp_path / "run")) if "loss" in r]
+    assert len(records) == 4 and all("hard_negative_cosine" in r for r in records)

@@ -235,3 +235,15 @@ def test_hub_ids_go_through_snapshot_download(tiny_distilbert_dir, monkeypatch):
     monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
     with pytest.raises(hf.ModelLoadError, match="someone/tiny-distilbert: no such local folder"):
         hf.load_pretrained("someone/tiny-distilbert")
+
+
+def test_fused_attention_path_equals_the_explicit_one(tiny_bert_dir):
+    """`attention_impl="dot_product_attention"` (cuDNN flash attention on GPUs) is the same math."""
+    loaded = hf.load_pretrained(str(tiny_bert_dir))
+    input_ids, attention_mask = padded_batch(loaded.tokenizer)
+    explicit = Encoder(loaded.config).apply({"params": loaded.params["encoder"]}, input_ids, attention_mask)
+    fused = Encoder(loaded.config, attention_impl="dot_product_attention").apply(
+        {"params": loaded.params["encoder"]}, input_ids, attention_mask)
+    real = attention_mask.astype(bool)
+    np.testing.assert_allclose(np.asarray(fused.last_hidden_state)[real],
+                               np.asarray(explicit.last_hidden_state)[real], atol=1e-5, rtol=0)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 
 from distilface_jax import cli_model, sts
 from distilface_jax.atomic import atomic_file
+from distilface_jax.metrics_writer import json_value
 
 EXIT_USAGE = 2
 
@@ -60,19 +60,10 @@ def _load_embed_fn(args: argparse.Namespace) -> Any:
         raise CliError(str(e)) from None
 
 
-def _json_safe(value: Any) -> Any:
-    """NaN (a constant prediction) -> null, so the file stays strict JSON."""
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def write_json_atomic(path: Path, obj: Any) -> None:
     """Temp file beside ``path`` + ``os.replace``: a reader never sees half a file."""
     with atomic_file(path, "w") as f:
-        json.dump(_json_safe(obj), f, indent=2, allow_nan=False)
+        json.dump(json_value(obj), f, indent=2, allow_nan=False)
         f.write("\n")
 
 

@@ -17,14 +17,17 @@ METRICS_FILE = "metrics.jsonl"
 logger = logging.getLogger(__name__)
 
 
-def _plain(value: Any):
-    """JSON-able: numpy/jax scalars to floats; NaN/inf as strings, which JSON can hold."""
+def json_value(value: Any):
+    """Strict-JSON-able: numpy/jax scalars to floats, NaN/inf (a constant prediction's
+    correlation, say) to null, nested dicts and lists converted throughout."""
     if isinstance(value, Mapping):
-        return {key: _plain(item) for key, item in value.items()}
+        return {key: json_value(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_value(item) for item in value]
     if isinstance(value, (int, str, bool)) or value is None:
         return value
     number = float(value)
-    return number if math.isfinite(number) else str(number)
+    return number if math.isfinite(number) else None
 
 
 def read_metrics(workdir: str) -> list[dict]:
@@ -59,7 +62,7 @@ class MetricsWriter:
     def write(self, step: int, values: Mapping[str, Any], *, prefix: str = "") -> None:
         if not self.enabled:
             return
-        record = {"step": int(step), **_plain(values)}
+        record = {"step": int(step), **json_value(values)}
         workdir_files.append_line(self.path, json.dumps(record))
         if self._tensorboard is not None:
             for key, value in record.items():

@@ -90,10 +90,11 @@ def build_initial_model(config, workdir: str) -> tuple[EncoderConfig, Any, Any]:
     return encoder_config, params, tokenizer
 
 
-def eval_pooling(config) -> tuple[str, bool]:
-    """(pooler, apply_mlp) at evaluation: SimCSE drops a train-only MLP head (`mlp_only_train`)."""
-    pooler = config.model.pooler
-    return pooler, not (pooler == "cls" and config.model.mlp_only_train)
+def eval_pooling(model_config) -> tuple[str, bool]:
+    """(pooler, apply_mlp) at evaluation from a run's `config.model` (ConfigDict or its JSON dict):
+    SimCSE drops a train-only MLP head (`mlp_only_train`)."""
+    pooler = model_config["pooler"]
+    return pooler, not (pooler == "cls" and model_config["mlp_only_train"])
 
 
 def save_run_description(workdir: str, config, encoder_config: EncoderConfig, tokenizer) -> None:
@@ -119,8 +120,7 @@ def load_run_model(workdir: str, step: Optional[str] = None) -> RunModel:
     folder = workdir_files.path(workdir, MODEL_DIR)
     encoder_config, _ = workdir_files.load_folder(folder, lambda local: hf.load_config(Path(local)))
     tokenizer = workdir_files.load_folder(folder, lambda local: hf.load_tokenizer(Path(local)))
-    pooler = run_config["model"]["pooler"]
-    apply_mlp = not (pooler == "cls" and run_config["model"]["mlp_only_train"])
+    pooler, apply_mlp = eval_pooling(run_config["model"])
     runs = checkpoint.RunCheckpoints(workdir, read_only=True)
     number, best = checkpoint.resolve_step(runs, step)
     with_mlm = bool(run_config["loss"]["do_mlm"])

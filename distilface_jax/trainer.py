@@ -22,7 +22,7 @@ import numpy as np
 
 from distilface_jax import checkpoint, data, run_model, sharding, sts, train_state, workdir_files
 from distilface_jax.inference import make_embed_fn
-from distilface_jax.metrics_writer import MetricsWriter, read_metrics, rewind_metrics
+from distilface_jax.metrics_writer import MetricsWriter, json_value, read_metrics, rewind_metrics
 from distilface_jax.models.sentence_model import SentenceEncoder
 from distilface_jax.train_step import LossConfig, make_train_step, special_token_ids
 
@@ -104,7 +104,7 @@ class _Evaluator:
 
     def __init__(self, config, encoder_config, tokenizer, workdir: str):
         self.sts_dir = run_model.resolve_builtin(config.eval.sts_dir, workdir, "sts")
-        self.pooler, self.apply_mlp = run_model.eval_pooling(config)
+        self.pooler, self.apply_mlp = run_model.eval_pooling(config.model)
         self.encoder_config, self.tokenizer, self.batch_size = encoder_config, tokenizer, config.eval.batch_size
         self.dev_suite = sts.load_suite(self.sts_dir, mode="dev") if config.eval_every > 0 else None
 
@@ -274,7 +274,8 @@ def _final_test(evaluator, params, writer, workdir: str, step: int, evaluated_st
     writer.write(step, {"split": "test", "evaluated_step": evaluated_step,
                         **{key: value for key, value in results.items() if key != "details"}})
     if jax.process_index() == 0:
-        workdir_files.write_text(workdir_files.path(workdir, "sts_test.json"), json.dumps(results, indent=2))
+        workdir_files.write_text(workdir_files.path(workdir, "sts_test.json"),
+                                 json.dumps(json_value(results), indent=2, allow_nan=False))
         print(sts.format_table(results))
     return results
 

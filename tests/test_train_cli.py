@@ -51,7 +51,7 @@ def test_every_config_parses_and_builds(path, tmp_path):
     import ml_collections
     optimizer, schedule = train_state.make_optimizer(ml_collections.ConfigDict(dict(config.to_dict(), total_steps=10)))
     assert float(schedule(0)) == pytest.approx(config.learning_rate) and float(schedule(10)) == 0.0
-    pooler, _ = eval_pooling(config)
+    pooler, _ = eval_pooling(config.model)
     assert pooler in ("cls", "avg", "cls_before_pooler", "avg_first_last", "avg_top2")
     assert config.data.format in ("unsup", "sup")
     assert config.batch_size % 8 == 0  # Divisible by any power-of-two device count up to 8.

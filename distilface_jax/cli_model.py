@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 
 from distilface_jax.models.pooling import POOLERS
@@ -33,7 +34,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_model(args: argparse.Namespace):
-    """(model with .config/.params/.tokenizer, pooler, apply_mlp) that the arguments name."""
+    """(model with .config/.params/.tokenizer, pooler, apply_mlp, normalizes) that the arguments
+    name; `normalizes` is True when a sentence-transformers folder ends in Normalize."""
     from distilface_jax import hf, st_folder
 
     if args.workdir:
@@ -46,17 +48,22 @@ def load_model(args: argparse.Namespace):
         pooler, apply_mlp = model.pooler, model.apply_mlp
         if args.pooler is not None and args.pooler != model.pooler:
             pooler, apply_mlp = args.pooler, True
-    else:
-        if args.step is not None:
-            raise UsageError("--step goes with --workdir")
-        try:
-            model = hf.load_pretrained(args.model)
-        except (hf.ModelLoadError, OSError) as error:
-            raise UsageError(f"cannot load model: {error}") from error
-        described = st_folder.read_pooler(Path(model.source))
-        # The folder's own sentence-transformers pooling, unless told otherwise; else mean pooling.
-        pooler, apply_mlp = (args.pooler, True) if args.pooler else (described or ("avg", True))
-    return model, pooler, apply_mlp
+        return model, pooler, apply_mlp, False
+    if args.step is not None:
+        raise UsageError("--step goes with --workdir")
+    try:
+        model = hf.load_pretrained(args.model)
+    except (hf.ModelLoadError, OSError) as error:
+        raise UsageError(f"cannot load model: {error}") from error
+    folder = Path(model.source)
+    described = st_folder.read_pooler(folder)
+    # The folder's own sentence-transformers pooling, unless told otherwise; else mean pooling.
+    pooler, apply_mlp = (args.pooler, True) if args.pooler else (described or ("avg", True))
+    unsupported = st_folder.unsupported_modules(folder, model.config.hidden_size)
+    if unsupported:
+        print(f"warning: {folder}: sentence-transformers modules not applied here: {', '.join(unsupported)}",
+              file=sys.stderr)
+    return model, pooler, apply_mlp, st_folder.normalizes(folder)
 
 
 def build_embed_fn(args: argparse.Namespace, *, normalize: bool = False, progress: bool = False):
@@ -67,8 +74,10 @@ def build_embed_fn(args: argparse.Namespace, *, normalize: bool = False, progres
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.max_length is not None and args.max_length < 2:
         raise UsageError(f"--max-length must be >= 2 (room for [CLS] and [SEP]), got {args.max_length}")
-    model, pooler, apply_mlp = load_model(args)
+    model, pooler, apply_mlp, folder_normalizes = load_model(args)
+    # A folder whose sentence-transformers pipeline normalises gets the same unit vectors here.
     return make_embed_fn(model.config, model.params, model.tokenizer, pooler=pooler, batch_size=args.batch_size,
-                         max_length=args.max_length, normalize=normalize, progress=progress, apply_mlp=apply_mlp)
+                         max_length=args.max_length, normalize=normalize or folder_normalizes, progress=progress,
+                         apply_mlp=apply_mlp)
 
 

@@ -106,3 +106,26 @@ def read_pooler(folder: Path) -> Optional[tuple[str, bool]]:
         has_mlp = read_mlp_dense(folder, pooling_config.get("word_embedding_dimension", -1)) is not None
         return ("cls", True) if has_mlp else ("cls_before_pooler", True)
     return None
+
+
+def _modules(folder: Path) -> list[dict]:
+    modules_file = folder / "modules.json"
+    return json.loads(modules_file.read_text()) if modules_file.exists() else []
+
+
+def normalizes(folder: Path) -> bool:
+    """True when the sentence-transformers pipeline ends in a Normalize module."""
+    return any(m.get("type", "").endswith("Normalize") for m in _modules(folder))
+
+
+def unsupported_modules(folder: Path, hidden_size: int) -> list[str]:
+    """Modules of a sentence-transformers folder that our embedder does not reproduce: anything
+    but Transformer, Pooling, Normalize and SimCSE's Dense(tanh) MLP head (e.g. a projection)."""
+    has_mlp = read_mlp_dense(folder, hidden_size) is not None
+    unsupported = []
+    for module in _modules(folder):
+        kind = module.get("type", "")
+        if kind.endswith(("Transformer", "Pooling", "Normalize")) or (kind.endswith("Dense") and has_mlp):
+            continue
+        unsupported.append(f"{module.get('path') or '.'} ({kind})")
+    return unsupported

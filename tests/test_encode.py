@@ -86,3 +86,37 @@ def test_cli_bad_inputs_fail_cleanly(case, tiny_distilbert_dir, tmp_path, capsys
     assert {"empty": "empty", "blank_only": "empty", "missing": "no such file", "bad_model": "config.json"}[case] in error
     assert not output.exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.npy")] == []
+
+
+def test_cli_follows_a_sentence_transformers_folder(minilm_dir, tmp_path, capsys):
+    """all-MiniLM-L6-v2's folder says mean pooling + Normalize: `encode --model` gives exactly
+    SentenceTransformer's vectors, unit length, with no flags."""
+    from sentence_transformers import SentenceTransformer
+    (tmp_path / "in.txt").write_text("\n".join(SENTENCES) + "\n")
+    assert encode.main(["--model", str(minilm_dir), "--input", str(tmp_path / "in.txt"),
+                        "--output", str(tmp_path / "out.npy")]) == 0
+    ours = np.load(tmp_path / "out.npy")
+    theirs = SentenceTransformer(str(minilm_dir), device="cpu").encode(SENTENCES, convert_to_numpy=True)
+    np.testing.assert_allclose(ours, theirs, atol=1e-5, rtol=0)
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_cli_warns_about_modules_it_does_not_apply(tiny_distilbert_dir, tmp_path, capsys):
+    import json
+    import shutil
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_distilbert_dir, folder)
+    (folder / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"}]))
+    (folder / "1_Pooling").mkdir()
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 32,
+                                                                   "pooling_mode_mean_tokens": True}))
+    (folder / "2_Dense").mkdir()
+    (folder / "2_Dense" / "config.json").write_text(json.dumps({"in_features": 32, "out_features": 8,
+                                                                 "activation_function": "torch.nn.modules.linear.Identity"}))
+    (tmp_path / "in.txt").write_text("a cat\n")
+    assert encode.main(["--model", str(folder), "--input", str(tmp_path / "in.txt"),
+                        "--output", str(tmp_path / "out.npy")]) == 0
+    assert "not applied here: 2_Dense (sentence_transformers.models.Dense)" in capsys.readouterr().err

@@ -69,12 +69,10 @@ def write_sentence_transformers_files(folder: Path, config: EncoderConfig, param
     _write_json(folder / "config_sentence_transformers.json", {"similarity_fn_name": "cosine"})
 
 
-def read_mlp_dense(folder: Path, hidden_size: int) -> Optional[dict]:
-    """The MLP head from a sentence-transformers Dense(H→H, tanh) module right after CLS pooling."""
-    modules_file = folder / "modules.json"
-    if not modules_file.exists():
-        return None
-    modules = json.loads(modules_file.read_text())
+def _mlp_dense_path(folder: Path, hidden_size: int) -> Optional[str]:
+    """The folder of a Dense(H→H, tanh) module right after CLS pooling (SimCSE's MLP head), from
+    the module configs alone; None when there is none."""
+    modules = _modules(folder)
     for previous, module in zip(modules, modules[1:]):
         if not (previous.get("type", "").endswith("Pooling") and module.get("type", "").endswith("Dense")):
             continue
@@ -83,27 +81,31 @@ def read_mlp_dense(folder: Path, hidden_size: int) -> Optional[dict]:
         if not (pooling.get("pooling_mode_cls_token") and dense_config.get("activation_function") == _TANH
                 and dense_config.get("in_features") == hidden_size == dense_config.get("out_features")):
             return None
-        from safetensors.numpy import load_file
-        weights = load_file(str(folder / module["path"] / "model.safetensors"))
-        return {"kernel": np.ascontiguousarray(weights["linear.weight"].T.astype(np.float32)),
-                "bias": weights["linear.bias"].astype(np.float32)}
+        return module["path"]
     return None
+
+
+def read_mlp_dense(folder: Path, hidden_size: int) -> Optional[dict]:
+    """The MLP head's weights from a sentence-transformers folder, if it has one."""
+    path = _mlp_dense_path(folder, hidden_size)
+    if path is None:
+        return None
+    from safetensors.numpy import load_file
+    weights = load_file(str(folder / path / "model.safetensors"))
+    return {"kernel": np.ascontiguousarray(weights["linear.weight"].T.astype(np.float32)),
+            "bias": weights["linear.bias"].astype(np.float32)}
 
 
 def read_pooler(folder: Path) -> Optional[tuple[str, bool]]:
     """(pooler, apply_mlp) that a sentence-transformers folder's modules describe, if it has them."""
-    modules_file = folder / "modules.json"
-    if not modules_file.exists():
-        return None
-    modules = json.loads(modules_file.read_text())
-    pooling = next((m for m in modules if m.get("type", "").endswith("Pooling")), None)
+    pooling = next((m for m in _modules(folder) if m.get("type", "").endswith("Pooling")), None)
     if pooling is None:
         return None
     pooling_config = json.loads((folder / pooling["path"] / "config.json").read_text())
     if pooling_config.get("pooling_mode_mean_tokens"):
         return "avg", True
     if pooling_config.get("pooling_mode_cls_token"):
-        has_mlp = read_mlp_dense(folder, pooling_config.get("word_embedding_dimension", -1)) is not None
+        has_mlp = _mlp_dense_path(folder, pooling_config.get("word_embedding_dimension", -1)) is not None
         return ("cls", True) if has_mlp else ("cls_before_pooler", True)
     return None
 
@@ -121,7 +123,7 @@ def normalizes(folder: Path) -> bool:
 def unsupported_modules(folder: Path, hidden_size: int) -> list[str]:
     """Modules of a sentence-transformers folder that our embedder does not reproduce: anything
     but Transformer, Pooling, Normalize and SimCSE's Dense(tanh) MLP head (e.g. a projection)."""
-    has_mlp = read_mlp_dense(folder, hidden_size) is not None
+    has_mlp = _mlp_dense_path(folder, hidden_size) is not None
     unsupported = []
     for module in _modules(folder):
         kind = module.get("type", "")

@@ -34,10 +34,18 @@ class MLPHead(nn.Module):
 
 
 class MLMHead(nn.Module):
-    """BERT/DistilBERT MLM head: LN(gelu(W h + b)) @ Eᵀ + bias, decoder tied to the input embeddings."""
+    """BERT/DistilBERT MLM head: LN(gelu(W h + b)) @ D + bias, D [H, V] the decoder.
+
+    Untied by default, as in SimCSE's `BertForCL` (princeton-nlp/SimCSE, simcse/models.py): its
+    `lm_head = BertLMPredictionHead(config)` is a head of its own, and `BertForCL` does not
+    override `get_output_embeddings`, so transformers' `tie_weights` finds nothing to tie and
+    the decoder trains apart from the word embeddings. (`tie_decoder=True` reads Eᵀ instead:
+    the tied head this library used before, kept so that such runs still resume.)
+    """
 
     config: EncoderConfig
     dtype: jnp.dtype = jnp.float32
+    tie_decoder: bool = False
 
     @nn.compact
     def __call__(self, hidden, word_embeddings):
@@ -47,7 +55,12 @@ class MLMHead(nn.Module):
         x = nn.LayerNorm(epsilon=config.layer_norm_eps, dtype=self.dtype, param_dtype=jnp.float32,
                          name="layer_norm")(exact_gelu(x))
         bias = self.param("bias", nn.initializers.zeros, (config.vocab_size,), jnp.float32)
-        logits = jnp.einsum("blh,vh->blv", x, word_embeddings.astype(self.dtype))
+        if self.tie_decoder:
+            decoder = word_embeddings.T  # [H, V]
+        else:
+            decoder = self.param("decoder", nn.initializers.normal(config.initializer_range),
+                                 (config.hidden_size, config.vocab_size), jnp.float32)  # [H, V]
+        logits = jnp.einsum("blh,hv->blv", x, decoder.astype(self.dtype))
         return logits.astype(jnp.float32) + bias  # [B, L, V]
 
 
@@ -57,6 +70,7 @@ class SentenceEncoder(nn.Module):
     dtype: jnp.dtype = jnp.float32
     attention_impl: str = "xla"
     with_mlm_head: bool = False
+    tie_mlm_decoder: bool = False  # see MLMHead
 
     def setup(self):
         if self.pooler not in POOLERS:
@@ -64,7 +78,7 @@ class SentenceEncoder(nn.Module):
         self.encoder = Encoder(self.config, self.dtype, self.attention_impl)
         self.mlp = MLPHead(self.config)
         if self.with_mlm_head:
-            self.mlm_head = MLMHead(self.config, self.dtype)
+            self.mlm_head = MLMHead(self.config, self.dtype, self.tie_mlm_decoder)
 
     def __call__(self, input_ids, attention_mask, token_type_ids: Optional[jax.Array] = None, *,
                  deterministic: bool = True, apply_mlp: bool = True) -> jax.Array:
@@ -90,8 +104,9 @@ class SentenceEncoder(nn.Module):
         return embedding
 
 
-def init_params(config: EncoderConfig, key: jax.Array, *, with_mlm_head: bool = False) -> dict:
+def init_params(config: EncoderConfig, key: jax.Array, *, with_mlm_head: bool = False,
+                tie_mlm_decoder: bool = False) -> dict:
     """Randomly initialised parameter tree (the layout `hf.py` imports into)."""
-    model = SentenceEncoder(config, with_mlm_head=with_mlm_head)
+    model = SentenceEncoder(config, with_mlm_head=with_mlm_head, tie_mlm_decoder=tie_mlm_decoder)
     ids = jnp.zeros((1, 4), jnp.int32)
     return model.init(key, ids, jnp.ones_like(ids), method=SentenceEncoder.init_all)["params"]

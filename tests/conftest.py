@@ -36,8 +36,14 @@ def make_tokenizer(folder: Path):
     return tokenizer
 
 
-def save_tiny_hf_model(folder: Path, model_type: str, *, head: str = "base", seed: int = 0) -> Path:
-    """A random tiny HF model (+ tokenizer) saved with `save_pretrained`, like a user's local folder."""
+def save_tiny_hf_model(folder: Path, model_type: str, *, head: str = "base", seed: int = 0,
+                       weight_std: float = 0.0) -> Path:
+    """A random tiny HF model (+ tokenizer) saved with `save_pretrained`, like a user's local folder.
+
+    `weight_std` > 0 redraws every matrix and embedding from N(0, weight_std²) (biases and
+    LayerNorm parameters spread by 0.1): BERT's 0.02 keeps a 32-wide model in the near-linear
+    range of GELU, tanh and softmax, where a wrong non-linearity hides below 1e-5.
+    """
     import torch
     import transformers
 
@@ -56,8 +62,13 @@ def save_tiny_hf_model(folder: Path, model_type: str, *, head: str = "base", see
     # Random init leaves LayerNorm at (1, 0) and biases at 0: perturb every tensor so a
     # swapped or untransposed weight cannot hide behind a symmetric value.
     with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.add_(0.02 * torch.randn_like(parameter))
+        for name, parameter in model.named_parameters():
+            if weight_std and parameter.dim() == 2:
+                parameter.normal_(0.0, weight_std)
+            elif weight_std:
+                parameter.add_(0.1 * torch.randn_like(parameter))
+            else:
+                parameter.add_(0.02 * torch.randn_like(parameter))
     model.save_pretrained(str(folder))
     tokenizer.save_pretrained(str(folder))
     return folder
@@ -71,6 +82,17 @@ def tiny_distilbert_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_bert_dir(tmp_path_factory) -> Path:
     return save_tiny_hf_model(tmp_path_factory.mktemp("tiny_bert"), "bert")
+
+
+@pytest.fixture(scope="session")
+def scaled_bert_dir(tmp_path_factory) -> Path:
+    """A tiny BERT whose activations reach the non-linear range (weights N(0, 0.3²))."""
+    return save_tiny_hf_model(tmp_path_factory.mktemp("scaled_bert"), "bert", seed=1, weight_std=0.3)
+
+
+@pytest.fixture(scope="session")
+def scaled_distilbert_dir(tmp_path_factory) -> Path:
+    return save_tiny_hf_model(tmp_path_factory.mktemp("scaled_distilbert"), "distilbert", seed=1, weight_std=0.3)
 
 
 @pytest.fixture(scope="session", params=["distilbert", "bert"])

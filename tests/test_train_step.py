@@ -134,17 +134,6 @@ def test_two_views_differ_only_with_dropout():
                                                     deterministic=False))
 
 
-def test_mlm_auxiliary_loss_is_added_with_its_weight():
-    batch = make_batch()
-    loss_config = LossConfig(do_mlm=True, mlm_weight=0.1, special_token_ids=(0, 1, 2, 3, 4), mask_token_id=4)
-    _, history = run_steps(batch, 8, loss_config=loss_config, steps=1)
-    metrics = history[0]
-    assert metrics["mlm_loss"] > 0 and np.isfinite(metrics["mlm_loss"])
-    np.testing.assert_allclose(metrics["loss"], metrics["contrastive_loss"] + 0.1 * metrics["mlm_loss"], rtol=1e-6)
-    reference_loss, _ = reference_sgd_step(batch)
-    np.testing.assert_allclose(metrics["contrastive_loss"], reference_loss, rtol=1e-5)
-
-
 def test_batch_not_divisible_by_devices_is_a_clear_error():
     with pytest.raises(ValueError, match="not divisible by the 8 devices"):
         sharding.check_batch_size(12, sharding.make_mesh())

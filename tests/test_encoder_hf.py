@@ -59,7 +59,8 @@ def test_hidden_states_match_pytorch_in_the_nonlinear_range(scaled_bert_dir, sca
         gelu_inputs = []
         ffn = [layer.intermediate.dense if hasattr(layer, "intermediate") else layer.ffn.lin1
                for layer in (model.encoder.layer if hasattr(model, "encoder") else model.transformer.layer)]
-        hooks = [module.register_forward_hook(lambda m, i, o, sink=gelu_inputs: sink.append(o.detach().numpy())) for module in ffn]
+        hooks = [module.register_forward_hook(lambda m, i, o, sink=gelu_inputs: sink.append(o.detach().numpy()))
+                 for module in ffn]
         with torch.no_grad():
             theirs = model(input_ids=torch.tensor(input_ids, dtype=torch.long),
                            attention_mask=torch.tensor(attention_mask, dtype=torch.long),

@@ -78,7 +78,8 @@ def test_resume_refuses_another_head_and_reads_old_configs_as_their_code_ran(tmp
     current = recipe("unsup_bert", tmp_path).to_dict()
     encoder = {"model_type": "bert"}
     changed = dict(current, model=dict(current["model"], mlp_init="pretrained"))
-    with pytest.raises(trainer.ConfigMismatchError, match="model.mlp_init: checkpoint has 'pretrained', config has 'random'"):
+    refused = "model.mlp_init: checkpoint has 'pretrained', config has 'random'"
+    with pytest.raises(trainer.ConfigMismatchError, match=refused):
         trainer.check_resumable(changed, current, encoder, encoder, "ckpt")
     # A config saved before the key existed: that code kept a checkpoint's pooler when it had one.
     old = dict(current, model={k: v for k, v in current["model"].items() if k != "mlp_init"},

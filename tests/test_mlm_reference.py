@@ -59,7 +59,7 @@ def torch_reference(model_dir, batch: dict, masked_ids: np.ndarray, selected: np
     loss = contrastive + MLM_WEIGHT * mlm
     loss.backward()
     gradients = {name: p.grad.numpy().copy() for name, p in model.named_parameters() if p.grad is not None}
-    return float(loss), float(mlm), gradients
+    return loss.item(), mlm.item(), gradients
 
 
 def test_sharded_mlm_step_value_and_gradient_equal_hf_masked_lm(mlm_model_dir):

@@ -49,7 +49,7 @@ DEFAULTS = {
     "adam_b1": 0.9, "adam_b2": 0.999, "adam_eps": 1e-8,
     "loss.temperature": 0.05, "loss.hard_negative_weight": 0.0,
 }
-LOSS_RTOL, PARAM_ATOL = 1e-5, 2e-6
+LOSS_RTOL, PARAM_ATOL = 1e-5, 2e-6  # measured gaps: 4e-7 (relative), 2.4e-7 (absolute)
 
 
 def parse_like_the_cli(argv: list[str]):
@@ -70,7 +70,6 @@ def parse_like_the_cli(argv: list[str]):
 def reference_run(model_dir: Path, settings: dict) -> dict:
     """SimCSE's supervised training, as its HF Trainer runs it, in plain PyTorch + transformers."""
     import transformers
-    torch.manual_seed(0)
     model = transformers.BertModel.from_pretrained(str(model_dir)).eval()  # eval: dropout off
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(model_dir))
     columns = [tokenizer([row[k] for row in ROWS], padding="max_length", max_length=MAX_LENGTH, truncation=True,
@@ -161,7 +160,7 @@ def max_param_difference(ours: dict, theirs: dict) -> float:
 
 def test_losses_and_gradient_norms_equal_the_pytorch_reference(run, reference):
     np.testing.assert_allclose(run["loss"], reference["loss"], rtol=LOSS_RTOL)
-    np.testing.assert_allclose(run["gradient_norm"], reference["gradient_norm"], rtol=1e-4)
+    np.testing.assert_allclose(run["gradient_norm"], reference["gradient_norm"], rtol=LOSS_RTOL)
     assert (reference["gradient_norm"] > 2 * SETTINGS["max_grad_norm"]).all()  # Clipping acted at every step.
 
 

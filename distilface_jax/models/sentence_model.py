@@ -4,8 +4,9 @@ Parameter tree (no `{"params": ...}` wrapper in the rest of the library):
     {"encoder": {...}, "mlp": {"dense": {"kernel", "bias"}}, ["mlm_head": {...}]}
 The MLP head always exists so that every pooler and every recipe share one tree; whether it is
 *applied* is a call-time choice (`apply_mlp`), which is how SimCSE's `mlp_only_train` works.
-For BERT checkpoints the MLP head is BERT's own pooler (CLS → Linear → tanh), exactly what
-SimCSE's conversion script maps it to.
+BERT's pooler (CLS → Linear → tanh) has exactly the MLP head's shape, and SimCSE's conversion
+script maps the head to it: `encode`/`evaluate --model` and `mlp_init="pretrained"` read it as the
+head, while training recipes start the head fresh, as SimCSE's `BertForCL` does (`hf.load_pretrained`).
 """
 
 from __future__ import annotations

@@ -34,6 +34,10 @@ def base_config() -> ml_collections.ConfigDict:
     config.model.name_or_path = "distilbert-base-uncased"
     config.model.pooler = "cls"
     config.model.mlp_only_train = True  # Unsup SimCSE: the MLP head is dropped at evaluation.
+    # "random": a fresh N(0, 0.02) head, bias 0, from `seed`, as SimCSE's BertForCL (whose BERT has
+    # no pooler). "pretrained": the checkpoint's BERT pooler / sentence-transformers Dense head,
+    # e.g. to continue a released SimCSE model.
+    config.model.mlp_init = "random"
     config.model.dropout = 0.1
     config.model.attention_dropout = 0.1
     config.model.dtype = "float32"  # Compute dtype; parameters stay float32. "bfloat16" on TPU/GPU.
@@ -48,6 +52,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.loss.do_mlm = False
     config.loss.mlm_weight = 0.1
     config.loss.mlm_probability = 0.15
+    # False: the MLM decoder is a matrix of its own, as SimCSE's BertForCL; True: tied to the word
+    # embeddings (what runs made before this key did; kept so they resume).
+    config.loss.mlm_tie_decoder = False
 
     config.data = ml_collections.ConfigDict()
     config.data.train_file = "data/wiki1m_for_simcse.txt"
@@ -64,7 +71,7 @@ def base_config() -> ml_collections.ConfigDict:
 
 def unsup_recipe(name_or_path: str) -> ml_collections.ConfigDict:
     """Unsupervised SimCSE (Gao et al. 2021, Table A.1): wiki1m, 1 epoch, batch 64, lr 3e-5,
-    max length 32, τ 0.05, cls pooler with the MLP head at training only."""
+    max length 32, τ 0.05, cls pooler with a fresh MLP head, applied at training only."""
     config = base_config()
     config.model.name_or_path = name_or_path
     config.batch_size = 64
@@ -75,6 +82,7 @@ def unsup_recipe(name_or_path: str) -> ml_collections.ConfigDict:
     config.data.max_seq_length = 32
     config.model.pooler = "cls"
     config.model.mlp_only_train = True
+    config.model.mlp_init = "random"  # SimCSE builds its MLP head fresh; BERT's pooler is not read.
     config.eval_every = 125
     return config
 

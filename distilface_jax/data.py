@@ -9,7 +9,10 @@ Supervised SimCSE reads a CSV with columns sent0, sent1[, hard_neg]: K = 2 or 3.
 
 Order: the examples of global batch `step` are a pure function of (seed, epoch, position)
 (`global_batch_indices`), so a resumed run, or another host, sees exactly the same batches;
-each epoch is a fresh permutation and the remainder that does not fill a batch is dropped.
+each epoch is a fresh permutation and the remainder that does not fill a batch is dropped, so
+every step has one shape (one compiled step) and the same number of in-batch negatives. SimCSE's
+HF Trainer keeps it instead (`dataloader_drop_last=False`) as a last, smaller batch: wiki1m at
+batch 64 has no remainder (10⁶ = 15,625 × 64); the sup recipe drops fewer than 512 triplets an epoch.
 Each process takes the contiguous slice of the global batch at its `process_index`, so the
 concatenation of all hosts' slices in process order is the global batch
 (what `jax.make_array_from_process_local_data` expects).
@@ -54,7 +57,7 @@ def _epoch_permutation(num_examples: int, seed: int, epoch: int) -> np.ndarray:
 
 
 def steps_per_epoch(num_examples: int, global_batch_size: int) -> int:
-    """Full global batches per epoch (the remainder is dropped, as in SimCSE's trainer)."""
+    """Full global batches per epoch (the remainder is dropped; SimCSE's HF Trainer keeps it)."""
     return num_examples // global_batch_size
 
 

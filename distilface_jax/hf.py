@@ -172,17 +172,35 @@ def load_tokenizer(model_dir: Path):
         raise ModelLoadError(f"{model_dir}: cannot load its tokenizer ({error})") from error
 
 
-def load_pretrained(name_or_path: str, *, with_mlm_head: bool = False, seed: int = 0) -> PretrainedModel:
+MLP_INITS = ("random", "pretrained")
+
+
+def load_pretrained(name_or_path: str, *, with_mlm_head: bool = False, seed: int = 0, mlp_init: str = "pretrained",
+                    tie_mlm_decoder: bool = False) -> PretrainedModel:
     """HF folder or hub id → config, parameters, tokenizer.
 
-    Heads the checkpoint lacks (the MLP for a DistilBERT, the MLM head when asked for) are
-    initialised randomly from `seed`, as SimCSE initialises its MLP.
+    The MLP head: with `mlp_init="pretrained"` (what `encode`/`evaluate --model` use) a BERT
+    checkpoint's pooler, or a sentence-transformers Dense(tanh) module, becomes the head
+    (`found_mlp`); with `"random"` the head is drawn fresh from `seed`, N(0, initializer_range)
+    weights and zero bias, as SimCSE's `BertForCL` builds its `MLPLayer` (its BERT has
+    `add_pooling_layer=False`, so the pooler is never read). Heads the checkpoint lacks (the
+    MLP for a DistilBERT, the MLM head when asked for) are drawn the same way.
+
+    The MLM head (`with_mlm_head`) continues from the checkpoint's own *ForMaskedLM head when
+    it has one, its decoder untied (see `MLMHead`) and starting from the checkpoint's decoder
+    matrix, or the word embeddings it is tied to. SimCSE's `BertForCL` instead starts its
+    `lm_head` at random: transformers looks for `lm_head.*`, the checkpoint names it
+    `cls.predictions.*`.
     """
+    if mlp_init not in MLP_INITS:
+        raise ValueError(f"mlp_init must be one of {MLP_INITS}, got {mlp_init!r}")
     model_dir = resolve_model_dir(name_or_path)
     config, _ = load_config(model_dir)
     source = str(model_dir)
     state = _strip_family_prefix(read_state_dict(model_dir), config.model_type)
-    params = jax.tree_util.tree_map(np.asarray, init_params(config, jax.random.key(seed), with_mlm_head=with_mlm_head))
+    params = jax.tree_util.tree_map(np.asarray, init_params(config, jax.random.key(seed), with_mlm_head=with_mlm_head,
+                                                            tie_mlm_decoder=tie_mlm_decoder))
+    random_mlp = jax.tree_util.tree_map(np.copy, params["mlp"])  # `_fill` writes into params["mlp"]
 
     used = _fill(params, hf_names.encoder_rows(config), state, source, required=True)
     head_rows = hf_names.bert_pooler_rows() if config.model_type == "bert" else []
@@ -192,12 +210,20 @@ def load_pretrained(name_or_path: str, *, with_mlm_head: bool = False, seed: int
     if dense is not None:  # A sentence-transformers Dense(tanh) after CLS pooling is the MLP head.
         params["mlp"]["dense"] = dense
         found_mlp = True
+    if mlp_init == "random":
+        params["mlp"] = random_mlp  # The checkpoint's head was read (and checked), not kept.
     mlm_rows = hf_names.mlm_head_rows(config)
-    mlm_names = {row.hf_name for row in mlm_rows}
+    decoder_row = hf_names.mlm_decoder_row(config)
+    mlm_names = {row.hf_name for row in mlm_rows} | {decoder_row.hf_name}
     if with_mlm_head:
         used |= _fill(params, mlm_rows, state, source, required=False)
-        if not mlm_names & used:
+        if not {row.hf_name for row in mlm_rows} & used:
             logger.info("%s has no MLM head: it is initialised randomly", source)
+        elif not tie_mlm_decoder:
+            used |= _fill(params, [decoder_row], state, source, required=False)
+            if decoder_row.hf_name not in used:  # Tied in the checkpoint: the word embeddings are its value.
+                params["mlm_head"]["decoder"] = np.ascontiguousarray(
+                    params["encoder"]["embeddings"]["word_embeddings"]["embedding"].T)
     else:
         used |= mlm_names & set(state)  # Present but deliberately unused.
     unused = [name for name in state if name not in used

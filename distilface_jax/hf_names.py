@@ -80,7 +80,8 @@ def bert_pooler_rows() -> list[Row]:
 
 
 def mlm_head_rows(config: EncoderConfig) -> list[Row]:
-    """MLM head, HF names at the top level of a *ForMaskedLM / *ForPreTraining checkpoint."""
+    """MLM head, HF names at the top level of a *ForMaskedLM / *ForPreTraining checkpoint
+    (without the decoder matrix: see `mlm_decoder_row`)."""
     if config.model_type == "distilbert":
         return (_linear(("mlm_head", "transform"), "vocab_transform")
                 + _layer_norm(("mlm_head", "layer_norm"), "vocab_layer_norm")
@@ -90,11 +91,19 @@ def mlm_head_rows(config: EncoderConfig) -> list[Row]:
             + [Row(("mlm_head", "bias"), "cls.predictions.bias", COPY)])
 
 
+def mlm_decoder_row(config: EncoderConfig) -> Row:
+    """The MLM decoder matrix [V, H] (torch) ⇄ our untied `mlm_head/decoder` [H, V]. HF ties it
+    to the word embeddings, so a saved checkpoint often leaves it out (the importer then starts
+    it from the word embeddings, the value the tied checkpoint means)."""
+    name = "vocab_projector.weight" if config.model_type == "distilbert" else "cls.predictions.decoder.weight"
+    return Row(("mlm_head", "decoder"), name, LINEAR)
+
+
 def known_unused(config: EncoderConfig) -> tuple[str, ...]:
     """HF tensors that are deliberately not imported, as name prefixes/suffixes, with the reason."""
     return (
         "position_ids",  # A buffer, not a parameter (old checkpoints saved it).
         "cls.seq_relationship.",  # BERT's next-sentence head: no use in sentence embedding.
-        "cls.predictions.decoder.",  # Tied to the word embeddings (+ a copy of cls.predictions.bias).
-        "vocab_projector.weight",  # DistilBERT's decoder, tied to the word embeddings.
+        "cls.predictions.decoder.",  # The decoder matrix is `mlm_decoder_row`; its bias a copy of cls.predictions.bias.
+        "vocab_projector.weight",  # DistilBERT's decoder: `mlm_decoder_row` when an MLM head is asked for.
     )

@@ -69,9 +69,22 @@ def resolve_builtin(path: str, workdir: str, kind: str) -> str:
     return prepare_builtin_tiny(workdir)[kind]
 
 
-def build_initial_model(config, workdir: str) -> tuple[EncoderConfig, Any, Any]:
-    """(encoder config with the run's dropout, initial params, tokenizer) for a new run."""
+@dataclasses.dataclass
+class InitialModel:
+    encoder_config: EncoderConfig  # with the run's dropout
+    params: Any
+    tokenizer: Any
+    checkpoint_has_mlp: bool  # the checkpoint carries an MLP head (BERT pooler, sentence-transformers Dense)
+
+
+def initial_model(config, workdir: str) -> InitialModel:
+    """The model a new run starts from. `config.model.mlp_init` picks the MLP head: "random"
+    (SimCSE's fresh N(0, 0.02) head, seeded by `config.seed`) or "pretrained" (the checkpoint's
+    pooler / Dense head; an error for a checkpoint without one)."""
     model_config = config.model
+    if model_config.mlp_init not in hf.MLP_INITS:
+        raise ValueError(f"config.model.mlp_init must be one of {hf.MLP_INITS}, got {model_config.mlp_init!r}")
+    tie_decoder = bool(config.loss.mlm_tie_decoder)
     if model_config.name_or_path == BUILTIN_TINY:
         tokenizer = tiny_data.load_tiny_tokenizer(prepare_builtin_tiny(workdir)["vocab"])
         shape = model_config.tiny
@@ -81,13 +94,45 @@ def build_initial_model(config, workdir: str) -> tuple[EncoderConfig, Any, Any]:
                                        max_position_embeddings=shape.max_position_embeddings,
                                        pad_token_id=tokenizer.pad_token_id)
         params = jax.device_get(init_params(encoder_config, jax.random.key(config.seed),
-                                            with_mlm_head=config.loss.do_mlm))
+                                            with_mlm_head=config.loss.do_mlm, tie_mlm_decoder=tie_decoder))
+        has_mlp = False
     else:
-        loaded = hf.load_pretrained(model_config.name_or_path, with_mlm_head=config.loss.do_mlm, seed=config.seed)
-        encoder_config, params, tokenizer = loaded.config, loaded.params, loaded.tokenizer
+        loaded = hf.load_pretrained(model_config.name_or_path, with_mlm_head=config.loss.do_mlm, seed=config.seed,
+                                    mlp_init=model_config.mlp_init, tie_mlm_decoder=tie_decoder)
+        encoder_config, params, tokenizer, has_mlp = loaded.config, loaded.params, loaded.tokenizer, loaded.found_mlp
+    if model_config.mlp_init == "pretrained" and not has_mlp:
+        raise ValueError(f"config.model.mlp_init='pretrained', but {model_config.name_or_path} has no MLP head "
+                         "(no BERT pooler, no sentence-transformers Dense); use 'random'")
     encoder_config = encoder_config.replace(hidden_dropout=model_config.dropout,
                                             attention_dropout=model_config.attention_dropout)
-    return encoder_config, params, tokenizer
+    return InitialModel(encoder_config, params, tokenizer, has_mlp)
+
+
+def build_initial_model(config, workdir: str) -> tuple[EncoderConfig, Any, Any]:
+    """(encoder config with the run's dropout, initial params, tokenizer) for a new run."""
+    model = initial_model(config, workdir)
+    return model.encoder_config, model.params, model.tokenizer
+
+
+def with_legacy_keys(saved: dict, current: dict, checkpoint_has_mlp: bool) -> dict:
+    """A saved run config with the keys it predates filled in as the code that wrote it behaved.
+
+      model.mlp_init: that code kept the checkpoint's MLP head when it had one, so "pretrained"
+        where the checkpoint carries one, else "random".
+      loss.mlm_tie_decoder: that code tied the MLM decoder to the word embeddings (True); with
+        no MLM loss there is no decoder, and the current value is taken.
+    A pooler other than 'cls' never applies the MLP in training, so there the current value is
+    taken too. Keys already present are left as they are.
+    """
+    filled = json.loads(json.dumps(saved))
+    model, loss = filled.setdefault("model", {}), filled.setdefault("loss", {})
+    if "mlp_init" not in model:
+        uses_mlp = model.get("pooler") == "cls"
+        model["mlp_init"] = ("pretrained" if checkpoint_has_mlp else "random") if uses_mlp \
+            else current["model"]["mlp_init"]
+    if "mlm_tie_decoder" not in loss:
+        loss["mlm_tie_decoder"] = True if loss.get("do_mlm") else current["loss"]["mlm_tie_decoder"]
+    return filled
 
 
 def eval_pooling(model_config) -> tuple[str, bool]:
@@ -124,7 +169,9 @@ def load_run_model(workdir: str, step: Optional[str] = None) -> RunModel:
     runs = checkpoint.RunCheckpoints(workdir, read_only=True)
     number, best = checkpoint.resolve_step(runs, step)
     with_mlm = bool(run_config["loss"]["do_mlm"])
-    shapes = jax.eval_shape(lambda: init_params(encoder_config, jax.random.key(0), with_mlm_head=with_mlm))
+    tie_decoder = bool(run_config["loss"].get("mlm_tie_decoder", True))  # Runs before the key tied it.
+    shapes = jax.eval_shape(lambda: init_params(encoder_config, jax.random.key(0), with_mlm_head=with_mlm,
+                                                tie_mlm_decoder=tie_decoder))
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     params = runs.restore_params(number, checkpoint.abstract_like(shapes, device), best=best)
     runs.close()

@@ -105,18 +105,33 @@ def contrastive_sums(z_local: jax.Array, first_index, loss_config: LossConfig) -
     return jax.lax.psum(sums, DATA_AXIS)
 
 
-def device_mlm_sums(model, params, local_batch: dict, step_key, first_index, num_views: int,
-                    loss_config: LossConfig, vocab_size: int, deterministic: bool) -> dict:
-    """SimCSE's auxiliary MLM: every view re-encoded with 15% of its tokens masked (sums, psum-ed)."""
-    batch = _flatten(views(local_batch, num_views))
+def mlm_inputs(local_batch: dict, step_key, first_index, num_views: int, loss_config: LossConfig,
+               vocab_size: int) -> tuple[dict, jax.Array, jax.Array, jax.Array]:
+    """The MLM copy of every view of examples first_index, first_index + 1, ... (BERT masking).
+
+    Returns (rows, masked_ids, labels, keys): the [R, L] flattened views (R = b·V, example-major),
+    their masked ids [R, L], labels [R, L] (the original id where a token was selected, else
+    IGNORE_INDEX) and the [R] per-(example, view) keys that drew them. A pure function of
+    (step key, global example index, view): the whole global batch with first_index 0, on one
+    device, gets the very masks the sharded step draws.
+    """
+    rows = _flatten(views(local_batch, num_views))
     count = local_batch["input_ids"].shape[0]
     keys = example_keys(step_key, first_index + _MLM_KEY_OFFSET, count, num_views).reshape(-1)
     mask = functools.partial(losses.mask_tokens, special_token_ids=loss_config.special_token_ids,
                              mask_token_id=loss_config.mask_token_id, vocab_size=vocab_size,
                              mlm_probability=loss_config.mlm_probability)
-    masked_ids, labels = jax.vmap(mask)(keys, batch["input_ids"], batch["attention_mask"])
+    masked_ids, labels = jax.vmap(mask)(keys, rows["input_ids"], rows["attention_mask"])
+    return rows, masked_ids, labels, keys
+
+
+def device_mlm_sums(model, params, local_batch: dict, step_key, first_index, num_views: int,
+                    loss_config: LossConfig, vocab_size: int, deterministic: bool) -> dict:
+    """SimCSE's auxiliary MLM: every view re-encoded with 15% of its tokens masked (sums, psum-ed)."""
+    rows, masked_ids, labels, keys = mlm_inputs(local_batch, step_key, first_index, num_views, loss_config,
+                                                vocab_size)
     dropout_keys = jax.vmap(jax.random.fold_in, (0, None))(keys, 1)
-    logits = embed_rows(model, params, dict(batch, input_ids=masked_ids), dropout_keys,
+    logits = embed_rows(model, params, dict(rows, input_ids=masked_ids), dropout_keys,
                         deterministic=deterministic, method="mlm_logits")  # [R, L, V]
     return jax.lax.psum(losses.mlm_loss_sums(logits, labels), DATA_AXIS)
 

@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 RUN_DEFINING_KEYS = (
     "seed", "batch_size", "num_epochs", "max_steps", "learning_rate", "warmup_steps", "weight_decay",
     "adam_b1", "adam_b2", "adam_eps", "max_grad_norm", "model.name_or_path", "model.pooler",
-    "model.mlp_only_train", "model.dropout", "model.attention_dropout", "model.tiny", "loss",
+    "model.mlp_only_train", "model.mlp_init", "model.dropout", "model.attention_dropout", "model.tiny", "loss",
     "data.train_file", "data.format", "data.max_seq_length")
 
 
@@ -150,7 +150,8 @@ def train_and_evaluate(config, workdir: str) -> Outcome:
     is_main = jax.process_index() == 0
     mesh = sharding.make_mesh()
     sharding.check_batch_size(config.batch_size, mesh)
-    encoder_config, params, tokenizer = run_model.build_initial_model(config, workdir)
+    initial = run_model.initial_model(config, workdir)
+    encoder_config, params, tokenizer = initial.encoder_config, initial.params, initial.tokenizer
     train_data = load_train_data(config, tokenizer, workdir)
     if train_data.num_skipped_lines and is_main:
         logger.info("skipped %d empty lines of %s", train_data.num_skipped_lines, config.data.train_file)
@@ -160,10 +161,11 @@ def train_and_evaluate(config, workdir: str) -> Outcome:
     replicated = sharding.replicated(mesh)
     state = train_state.create_train_state(params, optimizer, config.seed, replicated)
     del params
+    initial.params = None  # The state holds them now; no second host copy.
     evaluator = _Evaluator(config, encoder_config, tokenizer, workdir)
     runs = checkpoint.RunCheckpoints(workdir, keep=config.keep_checkpoints)
     state, start, best_step, best_dev = _resume_or_start(runs, state, config, encoder_config, tokenizer, workdir,
-                                                         replicated)
+                                                         replicated, initial.checkpoint_has_mlp)
     if is_main:
         _write_run_info(workdir, config, mesh, total_steps, start)
 
@@ -229,15 +231,20 @@ def train_and_evaluate(config, workdir: str) -> Outcome:
     return outcome
 
 
-def _resume_or_start(runs, state, config, encoder_config, tokenizer, workdir: str, replicated):
-    """(state, first step, best step, best dev score): restored from the latest checkpoint, or a new run."""
+def _resume_or_start(runs, state, config, encoder_config, tokenizer, workdir: str, replicated,
+                     checkpoint_has_mlp: bool):
+    """(state, first step, best step, best dev score): restored from the latest checkpoint, or a new run.
+    A checkpoint written before a run-defining key existed is compared as that code ran
+    (`run_model.with_legacy_keys`)."""
     start = runs.latest_step()
     if start is None:
         if jax.process_index() == 0:
             run_model.save_run_description(workdir, config, encoder_config, tokenizer)
         return state, 0, None, -math.inf
     meta = runs.read_meta(start)
-    check_resumable(meta["config"], config.to_dict(), meta["encoder_config"], encoder_config.to_hf_dict(),
+    current = config.to_dict()
+    saved = run_model.with_legacy_keys(meta["config"], current, checkpoint_has_mlp)
+    check_resumable(saved, current, meta["encoder_config"], encoder_config.to_hf_dict(),
                     f"{workdir}/{checkpoint.LATEST_DIR}/{start}")
     state = runs.restore_state(start, checkpoint.abstract_like(state, replicated))
     for step in [s for s in runs.best.all_steps() if s > start]:
@@ -254,7 +261,8 @@ def _resume_or_start(runs, state, config, encoder_config, tokenizer, workdir: st
 def _build_step(config, encoder_config, tokenizer, mesh, optimizer, schedule, num_views: int, state_sharding):
     """The jitted step for this config (with GradCache when `grad_cache_chunk_size` > 0)."""
     model = SentenceEncoder(encoder_config, pooler=config.model.pooler, dtype=jnp.dtype(config.model.dtype),
-                            attention_impl=config.model.attention_impl, with_mlm_head=config.loss.do_mlm)
+                            attention_impl=config.model.attention_impl, with_mlm_head=config.loss.do_mlm,
+                            tie_mlm_decoder=config.loss.mlm_tie_decoder)
     loss_config = LossConfig(temperature=config.loss.temperature, hard_negative_weight=config.loss.hard_negative_weight,
                              do_mlm=config.loss.do_mlm, mlm_weight=config.loss.mlm_weight,
                              mlm_probability=config.loss.mlm_probability,

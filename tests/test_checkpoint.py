@@ -117,6 +117,32 @@ def test_contradicting_config_is_refused_and_nothing_changes(uninterrupted_dir, 
     assert (sorted(os.listdir(workdir / "checkpoints")), (workdir / "metrics.jsonl").read_text()) == before
 
 
+def _rewrite_saved_configs(workdir, edit) -> None:
+    """Edits the run config every checkpoint saved (meta/metadata is JSON), as older code wrote it."""
+    paths = list(workdir.glob("checkpoints/*/meta/metadata")) + list(workdir.glob("best/*/meta/metadata"))
+    assert paths
+    for path in paths:
+        meta = json.loads(path.read_text())
+        edit(meta["config"])
+        path.write_text(json.dumps(meta))
+
+
+def test_workdir_from_before_mlp_init_resumes_and_another_head_is_refused(uninterrupted_dir, tmp_path):
+    import shutil
+    workdir = tmp_path / "run"
+    shutil.copytree(uninterrupted_dir, workdir)
+
+    def forget_new_keys(config):  # What a workdir written before these keys existed holds.
+        del config["model"]["mlp_init"], config["loss"]["mlm_tie_decoder"]
+    _rewrite_saved_configs(workdir, forget_new_keys)
+    run_to_end(workdir)  # Resumes (here: finds it finished) without complaint.
+    _rewrite_saved_configs(workdir, lambda config: config["model"].__setitem__("mlp_init", "pretrained"))
+    result = subprocess.run(train_command(workdir, *RESUME_FLAGS), env=cpu_env(), cwd=ROOT, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 1
+    assert "model.mlp_init: checkpoint has 'pretrained', config has 'random'" in result.stderr
+
+
 def _poisoning_optimizer(make_optimizer, poison_count):
     """The real optimizer, whose update turns NaN at one step: a loss that goes non-finite."""
     import jax.numpy as jnp

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -28,7 +27,7 @@ def test_two_processes_match_one_process_and_resume_in_one(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
 
     multi = tmp_path / "multi"
-    env = dict(cpu_env(2), PYTHON=os.environ.get("PYTHON", sys.executable))
+    env = dict(cpu_env(2), PYTHON=sys.executable)
     result = subprocess.run(["bash", str(ROOT / "launch" / "local_multiprocess.sh"), "--num-processes", "2",
                              "--devices-per-process", "2", "--config", str(ROOT / "configs" / "tiny.py"),
                              "--workdir", str(multi), *FLAGS],

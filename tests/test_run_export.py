@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -28,7 +29,7 @@ def run_dir(request, tmp_path_factory):
 
 
 def cli(module, *args):
-    result = subprocess.run(["python", "-m", f"distilface_jax.{module}", *args], env=cpu_env(), cwd=ROOT,
+    result = subprocess.run([sys.executable, "-m", f"distilface_jax.{module}", *args], env=cpu_env(), cwd=ROOT,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
@@ -76,7 +77,7 @@ def test_evaluate_workdir_equals_evaluate_exported(run_dir, tmp_path):
 
 def test_export_errors_are_one_line(run_dir, tmp_path):
     workdir, _ = run_dir
-    result = subprocess.run(["python", "-m", "distilface_jax.export", "--workdir", str(workdir), "--step", "7",
+    result = subprocess.run([sys.executable, "-m", "distilface_jax.export", "--workdir", str(workdir), "--step", "7",
                              "--out", str(tmp_path / "x")], env=cpu_env(), cwd=ROOT, capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 2 and "no checkpoint at step 7" in result.stderr

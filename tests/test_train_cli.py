@@ -127,3 +127,15 @@ def test_supervised_csv_with_hard_negatives_trains(tmp_path):
     trainer.train_and_evaluate(config, str(tmp_path / "run"))
     records = [r for r in read_metrics(str(tmp_path / "run")) if "loss" in r]
     assert len(records) == 4 and all("hard_negative_cosine" in r for r in records)
+
+
+def test_conftest_forces_eight_devices_and_keeps_other_xla_flags():
+    """A caller's XLA_FLAGS (even with its own device count) cannot leave the suite on fewer devices."""
+    env = dict(cpu_env(), XLA_FLAGS="--xla_force_host_platform_device_count=2 --xla_dump_hlo_as_text")
+    code = ("import os, sys; sys.path.insert(0, 'tests'); import conftest, jax; "
+            "print(jax.device_count(), os.environ['XLA_FLAGS'])")
+    result = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    count, flags = result.stdout.split(maxsplit=1)
+    assert count == "8" and "--xla_dump_hlo_as_text" in flags and "device_count=2" not in flags

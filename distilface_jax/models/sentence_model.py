@@ -4,8 +4,9 @@ Parameter tree (no `{"params": ...}` wrapper in the rest of the library):
     {"encoder": {...}, "mlp": {"dense": {"kernel", "bias"}}, ["mlm_head": {...}]}
 The MLP head always exists so that every pooler and every recipe share one tree; whether it is
 *applied* is a call-time choice (`apply_mlp`), which is how SimCSE's `mlp_only_train` works.
-For BERT checkpoints the MLP head is BERT's own pooler (CLS → Linear → tanh), exactly what
-SimCSE's conversion script maps it to.
+BERT's pooler (CLS → Linear → tanh) has exactly the MLP head's shape, and SimCSE's conversion
+script maps the head to it: `encode`/`evaluate --model` and `mlp_init="pretrained"` read it as the
+head, while training recipes start the head fresh, as SimCSE's `BertForCL` does (`hf.load_pretrained`).
 """
 
 from __future__ import annotations
@@ -34,10 +35,18 @@ class MLPHead(nn.Module):
 
 
 class MLMHead(nn.Module):
-    """BERT/DistilBERT MLM head: LN(gelu(W h + b)) @ Eᵀ + bias, decoder tied to the input embeddings."""
+    """BERT/DistilBERT MLM head: LN(gelu(W h + b)) @ D + bias, D [H, V] the decoder.
+
+    Untied by default, as in SimCSE's `BertForCL` (princeton-nlp/SimCSE, simcse/models.py): its
+    `lm_head = BertLMPredictionHead(config)` is a head of its own, and `BertForCL` does not
+    override `get_output_embeddings`, so transformers' `tie_weights` finds nothing to tie and
+    the decoder trains apart from the word embeddings. (`tie_decoder=True` reads Eᵀ instead:
+    the tied head this library used before, kept so that such runs still resume.)
+    """
 
     config: EncoderConfig
     dtype: jnp.dtype = jnp.float32
+    tie_decoder: bool = False
 
     @nn.compact
     def __call__(self, hidden, word_embeddings):
@@ -47,7 +56,12 @@ class MLMHead(nn.Module):
         x = nn.LayerNorm(epsilon=config.layer_norm_eps, dtype=self.dtype, param_dtype=jnp.float32,
                          name="layer_norm")(exact_gelu(x))
         bias = self.param("bias", nn.initializers.zeros, (config.vocab_size,), jnp.float32)
-        logits = jnp.einsum("blh,vh->blv", x, word_embeddings.astype(self.dtype))
+        if self.tie_decoder:
+            decoder = word_embeddings.T  # [H, V]
+        else:
+            decoder = self.param("decoder", nn.initializers.normal(config.initializer_range),
+                                 (config.hidden_size, config.vocab_size), jnp.float32)  # [H, V]
+        logits = jnp.einsum("blh,hv->blv", x, decoder.astype(self.dtype))
         return logits.astype(jnp.float32) + bias  # [B, L, V]
 
 
@@ -57,6 +71,7 @@ class SentenceEncoder(nn.Module):
     dtype: jnp.dtype = jnp.float32
     attention_impl: str = "xla"
     with_mlm_head: bool = False
+    tie_mlm_decoder: bool = False  # see MLMHead
 
     def setup(self):
         if self.pooler not in POOLERS:
@@ -64,7 +79,7 @@ class SentenceEncoder(nn.Module):
         self.encoder = Encoder(self.config, self.dtype, self.attention_impl)
         self.mlp = MLPHead(self.config)
         if self.with_mlm_head:
-            self.mlm_head = MLMHead(self.config, self.dtype)
+            self.mlm_head = MLMHead(self.config, self.dtype, self.tie_mlm_decoder)
 
     def __call__(self, input_ids, attention_mask, token_type_ids: Optional[jax.Array] = None, *,
                  deterministic: bool = True, apply_mlp: bool = True) -> jax.Array:
@@ -90,8 +105,9 @@ class SentenceEncoder(nn.Module):
         return embedding
 
 
-def init_params(config: EncoderConfig, key: jax.Array, *, with_mlm_head: bool = False) -> dict:
+def init_params(config: EncoderConfig, key: jax.Array, *, with_mlm_head: bool = False,
+                tie_mlm_decoder: bool = False) -> dict:
     """Randomly initialised parameter tree (the layout `hf.py` imports into)."""
-    model = SentenceEncoder(config, with_mlm_head=with_mlm_head)
+    model = SentenceEncoder(config, with_mlm_head=with_mlm_head, tie_mlm_decoder=tie_mlm_decoder)
     ids = jnp.zeros((1, 4), jnp.int32)
     return model.init(key, ids, jnp.ones_like(ids), method=SentenceEncoder.init_all)["params"]

@@ -24,7 +24,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 import zipfile
 from typing import Any, Callable, Mapping
 
@@ -280,19 +279,9 @@ def cache_path(cache_dir: str, source: _Source, tokenizer: Any, max_seq_length: 
 def _save_atomic(path: str, arrays: Arrays, num_skipped_lines: int) -> None:
     """Write to a temp file in the same folder, then os.replace: readers (another host, a
     resumed run) see either no cache or a complete one, never a half-written file."""
-    folder = os.path.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, num_skipped_lines=np.int64(num_skipped_lines), **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    from distilface_jax.atomic import atomic_file
+    with atomic_file(path, "wb", sync=True) as f:
+        np.savez(f, num_skipped_lines=np.int64(num_skipped_lines), **arrays)
 
 
 def _load_cache(path: str) -> tuple[dict[str, np.ndarray], int] | None:

@@ -19,6 +19,7 @@ from typing import Any, Optional
 import jax
 
 from distilface_jax import hf, tiny_data, workdir_files
+from distilface_jax.atomic import public_mode
 from distilface_jax.config_base import BUILTIN_TINY
 from distilface_jax.models.config import EncoderConfig
 from distilface_jax.models.sentence_model import init_params
@@ -51,6 +52,7 @@ def prepare_builtin_tiny(workdir: str) -> dict[str, str]:
     if not os.path.isdir(folder):
         os.makedirs(workdir, exist_ok=True)
         staging = tempfile.mkdtemp(prefix=".builtin.tmp-", dir=workdir)
+        public_mode(staging, directory=True)
         sentences = tiny_data.write_tiny_corpus(os.path.join(staging, "corpus.txt"))
         tiny_data.write_tiny_sts(os.path.join(staging, "sts"))
         tiny_data.write_tiny_vocab(os.path.join(staging, "vocab.txt"), sentences)

@@ -312,16 +312,16 @@ def _load(
     cached = _load_cache(path) if path else None
     if cached is not None:
         arrays, skipped = cached
-        log.info("token cache hit: %s", path)
+        log.debug("token cache hit: %s", path)
     else:
         hf_cache = os.path.join(cache_dir, "hf_datasets") if cache_dir and source.path else None
         views, skipped = read(source, hf_cache)
         if skipped:
-            log.info("%s: skipped %d empty lines/rows", source.name, skipped)
+            log.debug("%s: skipped %d empty lines/rows", source.name, skipped)
         arrays = tokenize_views(views, tokenizer, max_seq_length)
         if path:
             _save_atomic(path, arrays, skipped)
-            log.info("tokenized %d examples -> %s", len(views[0]), path)
+            log.debug("tokenized %d examples -> %s", len(views[0]), path)
     return TrainData(
         arrays=arrays, global_batch_size=global_batch_size, seed=seed,
         num_skipped_lines=skipped, source=source.name, from_cache=cached is not None,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -24,6 +25,7 @@ from distilface_jax.config_base import BUILTIN_TINY
 from distilface_jax.models.config import EncoderConfig
 from distilface_jax.models.sentence_model import init_params
 
+logger = logging.getLogger(__name__)
 MODEL_DIR = "model"
 RUN_CONFIG_FILE = "config.json"
 
@@ -87,9 +89,19 @@ def build_initial_model(config, workdir: str) -> tuple[EncoderConfig, Any, Any]:
     else:
         loaded = hf.load_pretrained(model_config.name_or_path, with_mlm_head=config.loss.do_mlm, seed=config.seed)
         encoder_config, params, tokenizer = loaded.config, loaded.params, loaded.tokenizer
+        warn_pooler_mismatch(Path(loaded.source), model_config.pooler)
     encoder_config = encoder_config.replace(hidden_dropout=model_config.dropout,
                                             attention_dropout=model_config.attention_dropout)
     return encoder_config, params, tokenizer
+
+
+def warn_pooler_mismatch(folder: Path, pooler: str) -> None:
+    """Once per run start, on process 0: the model folder's own pooling differs from the config's
+    (e.g. the unsup recipe's cls on all-MiniLM-L6-v2, made for mean pooling, loses ~4 STS points)."""
+    from distilface_jax import st_folder
+    message = st_folder.pooler_mismatch(folder, pooler)
+    if message and jax.process_index() == 0:
+        logger.warning(message)
 
 
 def eval_pooling(model_config) -> tuple[str, bool]:

@@ -35,6 +35,16 @@ def public_mode(path: str | os.PathLike, *, directory: bool) -> None:
     os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
 
 
+def _public_tree(folder: Path) -> None:
+    """Every entry of a staged folder gets the umask's default mode: writers inside it (e.g.
+    safetensors, which writes 0600) do not decide who may read an exported model."""
+    for root, folders, files in os.walk(folder):
+        for name in folders:
+            public_mode(os.path.join(root, name), directory=True)
+        for name in files:
+            public_mode(os.path.join(root, name), directory=False)
+
+
 @contextlib.contextmanager
 def atomic_directory(target: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
     """Yields an empty staging folder beside `target`; on success it becomes `target`.
@@ -51,6 +61,7 @@ def atomic_directory(target: str | os.PathLike, *, overwrite: bool = False) -> I
     try:
         public_mode(staging, directory=True)
         yield staging
+        _public_tree(staging)
         if target.exists():
             shutil.rmtree(target)
         os.replace(staging, target)

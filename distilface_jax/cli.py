@@ -38,6 +38,18 @@ class _OwnLines(logging.Formatter):
         return message
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time (a replaced or captured stream included)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
 def configure_output(verbosity: int = 0) -> None:
     """Sets the output policy above. Call first thing in a CLI: the environment variables must
     be set before the libraries they configure are imported (XLA reads its own at start-up)."""
@@ -62,7 +74,7 @@ def configure_output(verbosity: int = 0) -> None:
         warnings.filterwarnings("ignore")
     ours = logging.getLogger("distilface_jax")
     if not any(isinstance(handler.formatter, _OwnLines) for handler in ours.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(_OwnLines())
         ours.addHandler(handler)
     ours.setLevel(logging.DEBUG if verbosity >= 2 else logging.INFO)

@@ -51,7 +51,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--output", required=True, type=Path, help="where to write the [N, H] float32 .npy")
     parser.add_argument("--normalize", action="store_true", help="L2-normalise each embedding")
     args = parser.parse_args(argv)
-    configure_output(args.verbosity)
+    if argv is None:  # Run as the program: process-wide output settings (not when a test calls main).
+        configure_output(args.verbosity)
     return run_main(lambda: _encode(args))
 
 

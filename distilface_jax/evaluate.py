@@ -86,7 +86,8 @@ def run(args: argparse.Namespace) -> dict:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    configure_output(args.verbosity)
+    if argv is None:  # Run as the program: process-wide output settings (not when a test calls main).
+        configure_output(args.verbosity)
     return run_main(lambda: _run_status(args))
 
 

@@ -29,7 +29,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--normalize", action="store_true", help="append a Normalize module (unit-length output)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
     args = parser.parse_args(argv)
-    configure_output(args.verbosity)
+    if argv is None:  # Run as the program: process-wide output settings (not when a test calls main).
+        configure_output(args.verbosity)
     return run_main(lambda: _export(args))
 
 

@@ -7,30 +7,45 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
+from distilface_jax.inference_batches import DEFAULT_TOKENS_PER_ROW
+
+from distilface_jax.cli import VERBOSITY_HELP, UsageError
 from distilface_jax.models.pooling import POOLERS
 
+__all__ = ["UsageError", "STEP_HELP", "make_parser", "add_model_arguments", "load_model", "build_embed_fn"]
 
-class UsageError(ValueError):
-    """A bad input the user can fix: printed as one line, exit status 2."""
+STEP_HELP = ("with --workdir, which checkpoint: 'best' = the one with the highest STS-B dev score seen during "
+             "training (WORKDIR/best/; needs eval_every > 0), a number = the checkpoint of that step, "
+             "default: the latest checkpoint")
+
+
+def make_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """An argument parser whose help shows every option's default; with -v/--verbosity."""
+    parser = argparse.ArgumentParser(prog=prog, description=description,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("-v", "--verbosity", type=int, default=0, metavar="LEVEL", help=VERBOSITY_HELP)
+    return parser
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """--model or --workdir [--step], --pooler, --batch-size, --max-length."""
+    """--model or --workdir [--step], --pooler, --batch-size, --tokens-per-batch, --max-length."""
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", help="Hugging Face hub id or local HF model folder")
     source.add_argument("--workdir", help="a training run's folder: use its checkpoint")
-    parser.add_argument("--step", default=None,
-                        help="with --workdir: a checkpoint step number, 'best', or (default) the latest")
+    parser.add_argument("--step", default=None, help=STEP_HELP)
     parser.add_argument("--pooler", choices=POOLERS, default=None,
-                        help="sentence pooler (default: the run's eval pooler for --workdir; for --model the folder's "
+                        help="sentence pooler (None: the run's eval pooler for --workdir; for --model the folder's "
                              "sentence-transformers pooling, else avg)")
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=128,
+                        help="sentences per batch at most (short sentences; see --tokens-per-batch)")
+    parser.add_argument("--tokens-per-batch", type=int, default=None,
+                        help="token budget of a batch: rows x padded length stays within it, so a batch of long "
+                             f"sentences holds fewer rows (None: --batch-size x {DEFAULT_TOKENS_PER_ROW})")
     parser.add_argument("--max-length", type=int, default=None,
-                        help="truncate to this many tokens (default: the model's own limit)")
+                        help="truncate to this many tokens (None: the model's own limit)")
 
 
 def load_model(args: argparse.Namespace):
@@ -39,7 +54,6 @@ def load_model(args: argparse.Namespace):
     from distilface_jax import hf, st_folder
 
     if args.workdir:
-        logging.getLogger("absl").setLevel(logging.ERROR)  # Orbax's read-only notices are noise here.
         from distilface_jax import run_model
         try:
             model = run_model.load_run_model(args.workdir, step=args.step)
@@ -74,10 +88,12 @@ def build_embed_fn(args: argparse.Namespace, *, normalize: bool = False, progres
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.max_length is not None and args.max_length < 2:
         raise UsageError(f"--max-length must be >= 2 (room for [CLS] and [SEP]), got {args.max_length}")
+    if args.tokens_per_batch is not None and args.tokens_per_batch < 1:
+        raise UsageError(f"--tokens-per-batch must be >= 1, got {args.tokens_per_batch}")
     model, pooler, apply_mlp, folder_normalizes = load_model(args)
     # A folder whose sentence-transformers pipeline normalises gets the same unit vectors here.
     return make_embed_fn(model.config, model.params, model.tokenizer, pooler=pooler, batch_size=args.batch_size,
                          max_length=args.max_length, normalize=normalize or folder_normalizes, progress=progress,
-                         apply_mlp=apply_mlp)
+                         apply_mlp=apply_mlp, tokens_per_batch=args.tokens_per_batch)
 
 

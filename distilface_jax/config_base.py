@@ -29,6 +29,8 @@ def base_config() -> ml_collections.ConfigDict:
     config.checkpoint_every = 250
     config.keep_checkpoints = 2
     config.grad_cache_chunk_size = 0  # Examples per chunk per device; 0 = off.
+    config.extend = False  # True: continue a finished run to a higher max_steps/num_epochs.
+    config.profile_steps = ""  # "START:STOP": jax.profiler trace of those steps in WORKDIR/profile.
 
     config.model = ml_collections.ConfigDict()
     config.model.name_or_path = "distilbert-base-uncased"

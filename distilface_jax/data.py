@@ -27,7 +27,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 import zipfile
 from typing import Any, Callable, Mapping
 
@@ -283,19 +282,9 @@ def cache_path(cache_dir: str, source: _Source, tokenizer: Any, max_seq_length: 
 def _save_atomic(path: str, arrays: Arrays, num_skipped_lines: int) -> None:
     """Write to a temp file in the same folder, then os.replace: readers (another host, a
     resumed run) see either no cache or a complete one, never a half-written file."""
-    folder = os.path.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, num_skipped_lines=np.int64(num_skipped_lines), **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    from distilface_jax.atomic import atomic_file
+    with atomic_file(path, "wb", sync=True) as f:
+        np.savez(f, num_skipped_lines=np.int64(num_skipped_lines), **arrays)
 
 
 def _load_cache(path: str) -> tuple[dict[str, np.ndarray], int] | None:
@@ -326,16 +315,16 @@ def _load(
     cached = _load_cache(path) if path else None
     if cached is not None:
         arrays, skipped = cached
-        log.info("token cache hit: %s", path)
+        log.debug("token cache hit: %s", path)
     else:
         hf_cache = os.path.join(cache_dir, "hf_datasets") if cache_dir and source.path else None
         views, skipped = read(source, hf_cache)
         if skipped:
-            log.info("%s: skipped %d empty lines/rows", source.name, skipped)
+            log.debug("%s: skipped %d empty lines/rows", source.name, skipped)
         arrays = tokenize_views(views, tokenizer, max_seq_length)
         if path:
             _save_atomic(path, arrays, skipped)
-            log.info("tokenized %d examples -> %s", len(views[0]), path)
+            log.debug("tokenized %d examples -> %s", len(views[0]), path)
     return TrainData(
         arrays=arrays, global_batch_size=global_batch_size, seed=seed,
         num_skipped_lines=skipped, source=source.name, from_cache=cached is not None,

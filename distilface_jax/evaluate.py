@@ -6,7 +6,8 @@
 
 Prints a SimCSE-README style table (Spearman x 100 of cosine similarity) and, with ``--json``,
 writes ``{"STS12": .., ..., "avg": .., "details": {..}}``. Data errors and model-load failures
-print one line on stderr and exit with status 2.
+print one line on stderr and exit with status 2. ``--step best`` is the run's checkpoint with the
+highest STS-B dev score; a number is that step's checkpoint; without ``--step``, the latest.
 """
 
 from __future__ import annotations
@@ -20,20 +21,15 @@ from typing import Any
 
 from distilface_jax import cli_model, sts
 from distilface_jax.atomic import atomic_file
+from distilface_jax.cli import EXIT_USAGE, UsageError, check_output_file, configure_output, run_main  # noqa: F401
 from distilface_jax.metrics_writer import json_value
 
-EXIT_USAGE = 2
-
-
-class CliError(Exception):
-    """An expected failure: reported as one line on stderr, exit status 2."""
+CliError = UsageError  # The one user-error type of every entry point (cli.py); old name kept.
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m distilface_jax.evaluate",
-        description="SentEval STS (SimCSE protocol): Spearman x 100 of cosine similarity.",
-    )
+    parser = cli_model.make_parser("python -m distilface_jax.evaluate",
+                                   "SentEval STS (SimCSE protocol): Spearman x 100 of cosine similarity.")
     cli_model.add_model_arguments(parser)
     parser.add_argument("--sts-dir", required=True, type=Path, metavar="DIR",
                         help="SentEval data folder holding STS/ and SICK/ (launch/download_senteval_sts.sh)")
@@ -42,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tasks", nargs="+", metavar="TASK",
                         help=f"subset of tasks (default: all of the mode); valid: {' '.join(sts.TASKS)}")
     parser.add_argument("--json", type=Path, metavar="OUT", help="write the results (with details) here")
+    parser.add_argument("--no-progress", dest="progress", action="store_false",
+                        help="no progress bar while embedding")
     return parser
 
 
@@ -54,10 +52,7 @@ def _positive_int(text: str) -> int:
 
 def _load_embed_fn(args: argparse.Namespace) -> Any:
     """Model -> ``embed(list[str]) -> np.ndarray [N, H]``."""
-    try:
-        return cli_model.build_embed_fn(args)
-    except cli_model.UsageError as e:
-        raise CliError(str(e)) from None
+    return cli_model.build_embed_fn(args, progress=getattr(args, "progress", False))
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
@@ -74,10 +69,13 @@ def run(args: argparse.Namespace) -> dict:
         suite = sts.load_suite(args.sts_dir, mode=args.mode, tasks=args.tasks)
     except ValueError as e:  # StsDataError, unknown task, STS12-16 in dev mode
         raise CliError(str(e)) from None
+    if args.json is not None:
+        check_output_file(args.json, "--json")
     embed_fn = _load_embed_fn(args)
     # Errors while embedding are bugs, not user errors: let them keep their traceback.
+    print(f"evaluating {len(suite)} tasks ({args.mode}) ...", file=sys.stderr)
     results = sts.evaluate_suite(embed_fn, suite)
-    print(sts.format_table(results))
+    print(sts.format_table(results, title=f"STS {args.mode}"))
     if args.json is not None:
         try:
             write_json_atomic(args.json, results)
@@ -88,11 +86,13 @@ def run(args: argparse.Namespace) -> dict:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        run(args)
-    except CliError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_USAGE
+    if argv is None:  # Run as the program: process-wide output settings (not when a test calls main).
+        configure_output(args.verbosity)
+    return run_main(lambda: _run_status(args))
+
+
+def _run_status(args: argparse.Namespace) -> int:
+    run(args)
     return 0
 
 

@@ -46,8 +46,10 @@ def resolve_model_dir(name_or_path: str) -> Path:
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         return path
-    if path.exists() or name_or_path.startswith((".", "/", "~")):
-        raise ModelLoadError(f"{name_or_path}: not a model folder")
+    if path.exists():
+        raise ModelLoadError(f"{name_or_path}: is a file, not a model folder")
+    if name_or_path.startswith((".", "/", "~")):
+        raise ModelLoadError(f"{name_or_path}: no such folder")
     try:
         from huggingface_hub import snapshot_download
         folder = Path(snapshot_download(repo_id=name_or_path, allow_patterns=_HUB_PATTERNS))

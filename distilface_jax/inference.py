@@ -1,9 +1,11 @@
 """Bucketed, jitted sentence embedding: the one path `encode`, `evaluate` and training eval share.
 
 Sentences are tokenized without padding, sorted by length and padded only to the next bucket
-(powers of two from 8 up to the model's limit), in batches of a fixed number of rows. A whole
-STS suite therefore compiles at most ~7 shapes instead of one per distinct length, and short
-sentences don't pay for long ones.
+(powers of two from 8 up to the model's limit); a batch's rows follow a token budget
+(`inference_batches`). A whole STS suite therefore compiles at most ~7 shapes instead of one
+per distinct length, short sentences don't pay for long ones, and a long line is padded with
+few companions. The progress bar counts sentences whose embeddings have come back, not
+batches dispatched.
 """
 
 from __future__ import annotations
@@ -15,27 +17,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from distilface_jax.inference_batches import (DEFAULT_TOKENS_PER_ROW, MIN_BUCKET, bucket_for,  # noqa: F401
+                                              bucket_lengths, plan_batches)
 from distilface_jax.models.config import EncoderConfig
 from distilface_jax.models.sentence_model import SentenceEncoder
 
-MIN_BUCKET = 8
-_HOST_FETCH_EVERY = 32  # batches kept in flight before copying results to host memory
-
-
-def bucket_lengths(max_length: int) -> list[int]:
-    """[8, 16, 32, ..., max_length]: powers of two below the limit, then the limit itself."""
-    buckets, length = [], MIN_BUCKET
-    while length < max_length:
-        buckets.append(length)
-        length *= 2
-    return buckets + [max_length]
-
-
-def bucket_for(length: int, buckets: Sequence[int]) -> int:
-    for bucket in buckets:
-        if length <= bucket:
-            return bucket
-    raise ValueError(f"length {length} is above the largest bucket {buckets[-1]}")
+_HOST_FETCH_EVERY = 32  # batches kept in flight before waiting for the oldest one
 
 
 @functools.lru_cache(maxsize=32)
@@ -66,15 +53,20 @@ def model_max_length(config: EncoderConfig, tokenizer) -> int:
 
 def make_embed_fn(config: EncoderConfig, params, tokenizer, *, pooler: str = "avg", batch_size: int = 128,
                   max_length: Optional[int] = None, dtype=jnp.float32, normalize: bool = False,
-                  progress: bool = False, attention_impl: str = "xla",
-                  apply_mlp: bool = True) -> Callable[[Sequence[str]], np.ndarray]:
+                  progress: bool = False, attention_impl: str = "xla", apply_mlp: bool = True,
+                  tokens_per_batch: Optional[int] = None) -> Callable[[Sequence[str]], np.ndarray]:
     """Returns `embed(sentences) -> np.ndarray [N, H] float32`; row i embeds sentences[i].
 
     `max_length` truncates (default: the model's own limit, so nothing is cut short that the
-    model could read). `embed.compiled_shapes` records every (rows, length) shape it ran.
+    model could read). `tokens_per_batch` bounds rows x padded length of a batch (default
+    `batch_size * DEFAULT_TOKENS_PER_ROW`); `batch_size` bounds its rows. `embed.compiled_shapes`
+    records every (rows, length) shape it ran.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    tokens_per_batch = tokens_per_batch or batch_size * DEFAULT_TOKENS_PER_ROW
+    if tokens_per_batch < 1:
+        raise ValueError(f"tokens_per_batch must be >= 1, got {tokens_per_batch}")
     limit = model_max_length(config, tokenizer)
     max_length = min(max_length or limit, limit)
     buckets = bucket_lengths(max_length)
@@ -90,17 +82,11 @@ def make_embed_fn(config: EncoderConfig, params, tokenizer, *, pooler: str = "av
         token_ids = tokenizer(sentences, truncation=True, max_length=max_length, padding=False,
                               return_attention_mask=False, return_token_type_ids=False)["input_ids"]
         lengths = np.array([len(ids) for ids in token_ids])
-        order = np.argsort(-lengths, kind="stable")  # Longest first: a memory problem shows at once.
-        rows = min(batch_size, max(MIN_BUCKET, 1 << (len(sentences) - 1).bit_length()))
         result = np.zeros((len(sentences), config.hidden_size), np.float32)
         pending: list[tuple[np.ndarray, jax.Array]] = []
-        starts = range(0, len(sentences), rows)
-        if progress and len(starts) > 1:
-            from tqdm import tqdm
-            starts = tqdm(starts, desc="encode", unit="batch")
-        for start in starts:
-            indices = order[start:start + rows]
-            length = bucket_for(int(lengths[indices].max()), buckets)
+        bar = _progress_bar(len(sentences)) if progress else None
+        for indices, rows, length in plan_batches(lengths, buckets, batch_size=batch_size,
+                                                  tokens_per_batch=tokens_per_batch):
             input_ids = np.full((rows, length), pad_id, np.int32)
             attention_mask = np.zeros((rows, length), np.int32)
             attention_mask[:, 0] = 1  # Filler rows attend to one token, so no 0/0 in masked means.
@@ -111,9 +97,14 @@ def make_embed_fn(config: EncoderConfig, params, tokenizer, *, pooler: str = "av
             compiled_shapes.add((rows, length))
             # Dispatch without waiting: the host tokenizes/pads the next batch while the device runs.
             pending.append((indices, embed_batch(params, input_ids, attention_mask)))
-            if len(pending) >= _HOST_FETCH_EVERY:
-                _drain(pending, result)
-        _drain(pending, result)
+            # Collect what has finished (never waits), and wait only when too much is in flight.
+            done = drain(pending, result, wait_for=len(pending) - _HOST_FETCH_EVERY)
+            if bar is not None:
+                bar.update(done)
+        done = drain(pending, result, wait_for=len(pending))
+        if bar is not None:
+            bar.update(done)
+            bar.close()
         return result
 
     embed.compiled_shapes = compiled_shapes
@@ -121,7 +112,28 @@ def make_embed_fn(config: EncoderConfig, params, tokenizer, *, pooler: str = "av
     return embed
 
 
-def _drain(pending: list, result: np.ndarray) -> None:
-    for indices, embeddings in pending:
+def _progress_bar(total: int):
+    from tqdm import tqdm
+    return tqdm(total=total, desc="embedding", unit=" sentences", unit_scale=True, dynamic_ncols=True,
+                leave=False)
+
+
+def drain(pending: list, result: np.ndarray, *, wait_for: int = 0) -> int:
+    """Copies finished batches, oldest first, into `result`; returns how many sentences that was.
+
+    The first `wait_for` batches are waited for; after them, a batch is taken only if its
+    device result is already there (`is_ready`), so the caller never blocks needlessly and a
+    progress bar fed by the return value counts sentences that are really done.
+    """
+    done = 0
+    while pending and (wait_for > 0 or _is_ready(pending[0][1])):
+        indices, embeddings = pending.pop(0)
         result[indices] = np.asarray(embeddings)[:len(indices)]
-    pending.clear()
+        done += len(indices)
+        wait_for -= 1
+    return done
+
+
+def _is_ready(array) -> bool:
+    is_ready = getattr(array, "is_ready", None)
+    return bool(is_ready()) if is_ready is not None else True

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -19,10 +20,12 @@ from typing import Any, Optional
 import jax
 
 from distilface_jax import hf, tiny_data, workdir_files
+from distilface_jax.atomic import public_mode
 from distilface_jax.config_base import BUILTIN_TINY
 from distilface_jax.models.config import EncoderConfig
 from distilface_jax.models.sentence_model import init_params
 
+logger = logging.getLogger(__name__)
 MODEL_DIR = "model"
 RUN_CONFIG_FILE = "config.json"
 
@@ -51,6 +54,7 @@ def prepare_builtin_tiny(workdir: str) -> dict[str, str]:
     if not os.path.isdir(folder):
         os.makedirs(workdir, exist_ok=True)
         staging = tempfile.mkdtemp(prefix=".builtin.tmp-", dir=workdir)
+        public_mode(staging, directory=True)
         sentences = tiny_data.write_tiny_corpus(os.path.join(staging, "corpus.txt"))
         tiny_data.write_tiny_sts(os.path.join(staging, "sts"))
         tiny_data.write_tiny_vocab(os.path.join(staging, "vocab.txt"), sentences)
@@ -100,6 +104,7 @@ def initial_model(config, workdir: str) -> InitialModel:
         loaded = hf.load_pretrained(model_config.name_or_path, with_mlm_head=config.loss.do_mlm, seed=config.seed,
                                     mlp_init=model_config.mlp_init, tie_mlm_decoder=tie_decoder)
         encoder_config, params, tokenizer, has_mlp = loaded.config, loaded.params, loaded.tokenizer, loaded.found_mlp
+        warn_pooler_mismatch(Path(loaded.source), model_config.pooler)
     if model_config.mlp_init == "pretrained" and not has_mlp:
         raise ValueError(f"config.model.mlp_init='pretrained', but {model_config.name_or_path} has no MLP head "
                          "(no BERT pooler, no sentence-transformers Dense); use 'random'")
@@ -133,6 +138,15 @@ def with_legacy_keys(saved: dict, current: dict, checkpoint_has_mlp: bool) -> di
     if "mlm_tie_decoder" not in loss:
         loss["mlm_tie_decoder"] = True if loss.get("do_mlm") else current["loss"]["mlm_tie_decoder"]
     return filled
+
+
+def warn_pooler_mismatch(folder: Path, pooler: str) -> None:
+    """Once per run start, on process 0: the model folder's own pooling differs from the config's
+    (e.g. the unsup recipe's cls on all-MiniLM-L6-v2, made for mean pooling, loses ~4 STS points)."""
+    from distilface_jax import st_folder
+    message = st_folder.pooler_mismatch(folder, pooler)
+    if message and jax.process_index() == 0:
+        logger.warning(message)
 
 
 def eval_pooling(model_config) -> tuple[str, bool]:

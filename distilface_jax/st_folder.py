@@ -131,3 +131,23 @@ def unsupported_modules(folder: Path, hidden_size: int) -> list[str]:
             continue
         unsupported.append(f"{module.get('path') or '.'} ({kind})")
     return unsupported
+
+
+def pooler_mismatch(folder: Path, pooler: str) -> Optional[str]:
+    """A warning when a sentence-transformers folder pools differently from `pooler` (the
+    config's); None when it has no Pooling module or the two agree (cls and cls_before_pooler
+    both read the CLS token, as the folder's CLS pooling does)."""
+    pooling = next((m for m in _modules(folder) if m.get("type", "").endswith("Pooling")), None)
+    if pooling is None:
+        return None
+    pooling_config = json.loads((folder / pooling["path"] / "config.json").read_text())
+    modes = [key[len("pooling_mode_"):].replace("_tokens", "").replace("_token", "")
+             for key, on in pooling_config.items() if key.startswith("pooling_mode_") and on]
+    theirs = {"cls": "cls", "mean": "mean"}.get(modes[0]) if len(modes) == 1 else None
+    if theirs is not None and theirs == ST_POOLING_MODE.get(pooler):
+        return None
+    suggestion = {"mean": "avg", "cls": "cls_before_pooler"}.get(theirs)
+    fix = f"set --config.model.pooler={suggestion} to train with it" if suggestion else \
+        "set --config.model.pooler to match it"
+    return (f"{folder}: its sentence-transformers pooling is {'+'.join(modes) or 'none'}, but config.model.pooler "
+            f"is {pooler!r}; {fix}, or keep {pooler!r} knowingly")

@@ -344,8 +344,9 @@ def evaluate_sts(
 # ----------------------------------------------------------------------------- table
 
 
-def format_table(results: dict) -> str:
-    """SimCSE-README style table: task columns in canonical order, then 'Avg.'; two decimals."""
+def format_table(results: dict, title: str | None = None) -> str:
+    """SimCSE-README style table: task columns in canonical order, then 'Avg.'; two decimals;
+    `title` (e.g. "test, best step 80") as a first line."""
     names = [t for t in TASKS if t in results]
     headers = [*names, "Avg."]
     cells = [f"{results[t]:.2f}" for t in names] + [f"{results['avg']:.2f}"]
@@ -355,4 +356,5 @@ def format_table(results: dict) -> str:
     def row(items: list[str]) -> str:
         return "|" + "|".join(item.center(w) for item, w in zip(items, widths, strict=True)) + "|"
 
-    return "\n".join([rule, row(headers), rule, row(cells), rule])
+    return "\n".join(([f"STS ({title})" if not title.startswith("STS") else title] if title else [])
+                     + [rule, row(headers), rule, row(cells), rule])

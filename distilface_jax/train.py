@@ -1,39 +1,47 @@
 """`python -m distilface_jax.train --config configs/X.py --workdir DIR [--config.key=value ...]`.
 
 Trains a SimCSE sentence encoder data-parallel over every device of every process. Starting
-on a workdir that holds a checkpoint resumes it. Multi-host: on a Cloud TPU pod slice pass
+on a workdir that holds a checkpoint resumes it; `--config.extend=True` continues a finished
+run to a higher max_steps/num_epochs. Multi-host: on a Cloud TPU pod slice pass
 --distributed=auto (launch/tpu_pod.sh does) so jax finds the other hosts; elsewhere pass
 --coordinator_address HOST:PORT --num_processes N --process_id I
 (launch/local_multiprocess.sh rehearses this on one machine).
-Exit status: 0 done or preempted (SIGTERM: saved, rerun to resume); 1 on a non-finite loss
-or a config that contradicts the workdir's checkpoint; 2 on bad input.
+Ctrl-C or SIGTERM: the state is saved at the end of the current step (rerun to resume);
+a second Ctrl-C aborts at once.
+Exit status: 0 done or preempted (SIGTERM); 130 stopped by Ctrl-C; 1 on a non-finite loss or
+a config that contradicts the workdir's checkpoint; 2 on bad input (one line naming it).
 """
 
 from __future__ import annotations
 
-import logging
+import os
 import sys
 
 from absl import app, flags
-from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from distilface_jax import distributed  # Registers the multi-host flags.
+from distilface_jax import cli, config_help, distributed  # distributed registers the multi-host flags.
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Run folder (local or gs://): checkpoints, metrics.jsonl, exports.")
-flags.mark_flag_as_required("workdir")
-config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).", lock_config=True)
-flags.mark_flag_as_required("config")
+config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py); override any key with "
+                                "--config.KEY=VALUE.", lock_config=True)
+_HELP_FLAGS = ("-h", "--help", "--helpshort", "--helpfull", "-?")
+_OWN_FLAGS = ("workdir", "config", "verbosity", "coordinator_address", "num_processes", "process_id",
+              "local_device_ids", "distributed")
 
 
 def main(argv) -> int:
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    distributed.initialize_from_flags()  # Before anything touches a device.
-    # Orbax logs every save at INFO through absl; keep those quiet and our own messages visible.
-    absl_logging.set_verbosity(absl_logging.WARNING)
-    logging.getLogger("distilface_jax").setLevel(logging.INFO)
+        raise cli.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    if FLAGS.workdir is None:
+        raise cli.UsageError("--workdir is required")
+    from distilface_jax import train_checks
+    train_checks.check_before_training(FLAGS.config, FLAGS.workdir)
+    try:
+        distributed.initialize_from_flags()  # Before anything touches a device.
+    except ValueError as error:
+        raise cli.UsageError(str(error)) from None
     from distilface_jax import trainer
 
     try:
@@ -43,13 +51,16 @@ def main(argv) -> int:
         print(f"error: {error}. Last good checkpoint: {last}", file=sys.stderr)
         return 1
     except (ValueError, FileNotFoundError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        raise cli.UsageError(str(error).strip("'\"")) from None
+    except KeyboardInterrupt:
+        print(f"aborted: a second Ctrl-C; steps after the last checkpoint ({_last_checkpoint(FLAGS.workdir)}) "
+              "are lost", file=sys.stderr)
+        return cli.EXIT_INTERRUPTED
     if outcome.preempted:
-        print(f"preempted: saved the checkpoint of step {outcome.final_step} in {FLAGS.workdir}; "
-              "rerun the same command to resume", file=sys.stderr)
-    else:
-        print(f"done: {outcome.final_step} steps in {FLAGS.workdir}", file=sys.stderr)
+        print(f"{'interrupted' if outcome.interrupted else 'preempted'}: saved the checkpoint of step "
+              f"{outcome.final_step} in {FLAGS.workdir}; rerun the same command to resume", file=sys.stderr)
+        return cli.EXIT_INTERRUPTED if outcome.interrupted else 0
+    print(f"done: {outcome.final_step} steps in {FLAGS.workdir}", file=sys.stderr)
     return 0
 
 
@@ -62,5 +73,90 @@ def _last_checkpoint(workdir: str) -> str:
     return "none" if step is None else f"step {step} in {workdir}/{checkpoint.LATEST_DIR}"
 
 
+def _config_path(argv: list[str]) -> str | None:
+    for index, argument in enumerate(argv):
+        if argument.startswith("--config="):
+            return argument.split("=", 1)[1]
+        if argument == "--config" and index + 1 < len(argv):
+            return argv[index + 1]
+    return None
+
+
+def _load_config_file(path: str):
+    """get_config() of a config file, as ml_collections would load it; UsageError naming the path."""
+    import importlib.util
+    file = path.split(":", 1)[0] if not os.path.exists(path) else path
+    if not os.path.isfile(file):
+        raise cli.UsageError(f"--config {path}: no such file")
+    spec = importlib.util.spec_from_file_location("distilface_user_config", file)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+        return module.get_config()
+    except Exception as error:
+        raise cli.UsageError(f"--config {path}: cannot load it ({type(error).__name__}: {error})") from None
+
+
+def help_text(argv: list[str]) -> str:
+    """Usage, the flags, and every config key with its default (the given --config's value) and meaning."""
+    from distilface_jax.config_base import base_config
+    path = _config_path(argv)
+    config = _load_config_file(path) if path else base_config()
+    lines = [__doc__.strip(), "", "Flags:"]
+    for name in _OWN_FLAGS:
+        flag = FLAGS[name]
+        default = "" if name == "config" else f" (default: {flag.default!r})"
+        if name == "verbosity":
+            lines.append(f"  -v, --verbosity  {cli.VERBOSITY_HELP} (default: 0)")
+            continue
+        lines.append(f"  --{name}  {flag.help}{default}")
+    source = f"{path}" if path else "the base recipe (config_base.py); pass --config FILE for its values"
+    lines += ["", f"Config keys (--config.KEY=VALUE), defaults from {source}:", config_help.describe(config)]
+    return "\n".join(lines)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl flag parsing with our help and one-line errors (exit 2) instead of tracebacks."""
+    rest = argv[1:]
+    if any(argument in _HELP_FLAGS for argument in rest):
+        try:
+            print(help_text(rest))
+        except cli.UsageError as error:
+            _fail(str(error))
+        sys.exit(0)
+    path = _config_path(rest)
+    if path is None:
+        _fail("--config FILE is required (e.g. --config configs/tiny.py); --help lists the config keys")
+    try:
+        config = _load_config_file(path)
+        defaults = dict(config_help.flat_items(config))
+        for key, raw in config_help.overrides(rest):
+            message = (config_help.unknown_key_message(key, defaults)
+                       or config_help.value_message(key, raw, defaults.get(key)))
+            if message:
+                raise cli.UsageError(message)
+    except cli.UsageError as error:
+        _fail(str(error))
+    try:
+        remaining = FLAGS(argv)
+    except Exception as error:  # ml_collections wraps a bad value in several layers; keep the last.
+        _fail(_innermost(error))
+    verbosity = FLAGS.verbosity if FLAGS["verbosity"].present else 0
+    cli.configure_output(verbosity)
+    return remaining
+
+
+def _innermost(error: BaseException) -> str:
+    while error.__cause__ is not None or (error.__context__ is not None and not error.__suppress_context__):
+        error = error.__cause__ or error.__context__
+    text = str(error).strip().strip("'\"").replace("\\n", " ").replace("\n", " ")
+    return text or type(error).__name__
+
+
+def _fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(cli.EXIT_USAGE)
+
+
 if __name__ == "__main__":
-    app.run(lambda argv: sys.exit(main(argv)))
+    app.run(lambda argv: sys.exit(cli.run_main(lambda: main(argv))), flags_parser=parse_flags)

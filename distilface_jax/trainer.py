@@ -11,7 +11,7 @@ import dataclasses
 import json
 import logging
 import math
-import signal
+import sys
 import time
 from typing import Optional
 
@@ -20,10 +20,13 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from distilface_jax import checkpoint, data, run_model, sharding, sts, train_state, workdir_files
+from distilface_jax import checkpoint, data, profiling, run_model, sharding, sts, train_state, workdir_files
 from distilface_jax.inference import make_embed_fn
+from distilface_jax.interrupts import StopSignals
 from distilface_jax.metrics_writer import MetricsWriter, json_value, read_metrics, rewind_metrics
 from distilface_jax.models.sentence_model import SentenceEncoder
+from distilface_jax.run_extension import EXTENSION_KEYS, check_extension, record_extension
+from distilface_jax.train_progress import StepProgress
 from distilface_jax.train_step import LossConfig, make_train_step, special_token_ids
 
 logger = logging.getLogger(__name__)
@@ -32,10 +35,11 @@ logger = logging.getLogger(__name__)
 # silently produce a different run, so it is an error. (Logging/eval/checkpoint cadence, the
 # compute dtype and GradCache chunking may change: they don't change what is computed.)
 RUN_DEFINING_KEYS = (
-    "seed", "batch_size", "num_epochs", "max_steps", "learning_rate", "warmup_steps", "weight_decay",
+    "seed", "batch_size", "learning_rate", "warmup_steps", "weight_decay",
     "adam_b1", "adam_b2", "adam_eps", "max_grad_norm", "model.name_or_path", "model.pooler",
     "model.mlp_only_train", "model.mlp_init", "model.dropout", "model.attention_dropout", "model.tiny", "loss",
     "data.train_file", "data.format", "data.max_seq_length")
+# (`EXTENSION_KEYS`, the run's length, may change too when `config.extend` says so: run_extension.py.)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -49,24 +53,11 @@ class ConfigMismatchError(ValueError):
 @dataclasses.dataclass
 class Outcome:
     final_step: int
-    preempted: bool = False
+    preempted: bool = False  # stopped early by SIGTERM or Ctrl-C, state saved
+    interrupted: bool = False  # the stop was a Ctrl-C (exit status 130)
     best_step: Optional[int] = None
     best_dev: Optional[float] = None
     test_results: Optional[dict] = None
-
-
-class _SignalFlag:
-    """Remembers a SIGTERM so the loop can save at the next step boundary and exit cleanly."""
-
-    def __init__(self):
-        self.received = False
-        self._previous = signal.signal(signal.SIGTERM, self._handle)
-
-    def _handle(self, signum, frame):
-        self.received = True
-
-    def restore(self):
-        signal.signal(signal.SIGTERM, self._previous)
 
 
 def _lookup(tree: dict, dotted: str):
@@ -78,9 +69,13 @@ def _lookup(tree: dict, dotted: str):
 
 
 def check_resumable(saved: dict, current: dict, saved_model: dict, current_model: dict, source: str) -> None:
-    """Raises ConfigMismatchError naming every run-defining setting that changed."""
+    """Raises ConfigMismatchError naming every run-defining setting that changed (the run's
+    length only when `extend` is not set: see run_extension.py)."""
+    keys = RUN_DEFINING_KEYS + (() if current.get("extend") else EXTENSION_KEYS)
     differences = [f"{key}: checkpoint has {_lookup(saved, key)!r}, config has {_lookup(current, key)!r}"
-                   for key in RUN_DEFINING_KEYS if _lookup(saved, key) != _lookup(current, key)]
+                   for key in keys if _lookup(saved, key) != _lookup(current, key)]
+    if any(key in EXTENSION_KEYS for key in keys if _lookup(saved, key) != _lookup(current, key)):
+        differences.append("to continue this run to the new length, pass --config.extend=True")
     differences += [f"model shape {key}: checkpoint has {saved_model.get(key)!r}, now {current_model.get(key)!r}"
                     for key in sorted(set(saved_model) | set(current_model))
                     if saved_model.get(key) != current_model.get(key)]
@@ -108,7 +103,17 @@ class _Evaluator:
         self.encoder_config, self.tokenizer, self.batch_size = encoder_config, tokenizer, config.eval.batch_size
         self.dev_suite = sts.load_suite(self.sts_dir, mode="dev") if config.eval_every > 0 else None
 
-    def run(self, params, suite) -> dict:
+    def run(self, params, suite, progress=None, what: str = "") -> dict:
+        if progress is not None:
+            progress.write(f"{what}: evaluating {len(suite)} tasks ...")
+        start = time.perf_counter()
+        results = self._run(params, suite)
+        if progress is not None:
+            scores = "  ".join(f"{task.name} {results[task.name]:.2f}" for task in suite)
+            progress.write(f"{what}: {scores}  avg {results['avg']:.2f}  ({time.perf_counter() - start:.0f} s)")
+        return results
+
+    def _run(self, params, suite) -> dict:
         embed = make_embed_fn(self.encoder_config, sharding.local_copy(params), self.tokenizer, pooler=self.pooler,
                               apply_mlp=self.apply_mlp, batch_size=self.batch_size)
         return sts.evaluate_suite(embed, suite)
@@ -164,27 +169,34 @@ def train_and_evaluate(config, workdir: str) -> Outcome:
     initial.params = None  # The state holds them now; no second host copy.
     evaluator = _Evaluator(config, encoder_config, tokenizer, workdir)
     runs = checkpoint.RunCheckpoints(workdir, keep=config.keep_checkpoints)
-    state, start, best_step, best_dev = _resume_or_start(runs, state, config, encoder_config, tokenizer, workdir,
-                                                         replicated, initial.checkpoint_has_mlp)
+    state, start, best_step, best_dev, saved_total = _resume_or_start(runs, state, config, encoder_config, tokenizer,
+                                                                      workdir, replicated, initial.checkpoint_has_mlp)
+    if saved_total is not None and saved_total != total_steps:
+        check_extension(config, saved_total, total_steps, start)
     if is_main:
-        _write_run_info(workdir, config, mesh, total_steps, start)
+        _write_run_info(workdir, config, mesh, total_steps, start, saved_total)
 
     step_fn = _build_step(config, encoder_config, tokenizer, mesh, optimizer, schedule, max(2, train_data.num_views),
                           train_state.state_shardings(state, replicated))
     writer = MetricsWriter(workdir, enabled=is_main)
     meta_base = {"config": config.to_dict(), "encoder_config": encoder_config.to_hf_dict(), "total_steps": total_steps}
-    flag = _SignalFlag()
-    progress = _progress_bar(is_main, start, total_steps)
+    flag = StopSignals()
+    progress = StepProgress(start, total_steps, enabled=is_main)
+    profiler = profiling.StepProfiler(profiling.parse_window(config.profile_steps),
+                                      str(workdir_files.path(workdir, profiling.PROFILE_DIR)), enabled=is_main)
     pending: list[tuple[int, dict]] = []
     window_start, timed_steps = time.perf_counter(), 0
     outcome = Outcome(final_step=start)
     try:
         for step in range(start, total_steps):
             batch = sharding.global_batch(train_data.batch(step, jax.process_index(), jax.process_count()), mesh)
-            state, metrics = step_fn(state, batch)
+            with profiler.step(step):
+                state, metrics = step_fn(state, batch)
+            profiler.after_step(step, metrics)
             pending.append((step + 1, metrics))
             done = step + 1
             timed_steps += 1
+            progress.dispatched(done, metrics)
             if step == start:  # The first step compiles: one wait, so throughput excludes compile time.
                 jax.block_until_ready(metrics)
                 window_start, timed_steps = time.perf_counter(), 0
@@ -196,11 +208,11 @@ def train_and_evaluate(config, workdir: str) -> Outcome:
                 pending.clear()
                 summary = _summarise(fetched, timed_steps, time.perf_counter() - window_start, config.batch_size)
                 writer.write(done, summary, prefix="train/")
-                progress.update(done - progress.n)
-                progress.set_postfix(loss=f"{summary['loss']:.4f}", sent_s=f"{summary['sentences_per_second'] or 0:.0f}")
+                progress.finished(done)
+                progress.show(summary["loss"], summary["sentences_per_second"])
                 window_start, timed_steps = time.perf_counter(), 0
             if evaluate_now:
-                dev = evaluator.run(state.params, evaluator.dev_suite)
+                dev = evaluator.run(state.params, evaluator.dev_suite, progress, f"step {done}, dev")
                 dev_scores = {key: dev[key] for key in ("STSBenchmark", "SICKRelatedness", "avg")}
                 writer.write(done, {"split": "dev", **dev_scores}, prefix="dev/")
                 if dev["STSBenchmark"] > best_dev:
@@ -212,9 +224,10 @@ def train_and_evaluate(config, workdir: str) -> Outcome:
                 runs.save(state, dict(meta_base, step=done, best_step=best_step, best_dev=best_dev))
             outcome.final_step = done
             if preempted:
-                outcome.preempted = True
+                outcome.preempted, outcome.interrupted = True, flag.interrupted
                 break
     finally:
+        profiler.stop()
         runs.wait()  # An async save of a good state in flight must finish, whatever happened.
         flag.restore()
         progress.close()
@@ -225,7 +238,7 @@ def train_and_evaluate(config, workdir: str) -> Outcome:
         final_params = state.params if best_step is None else runs.restore_params(
             best_step, checkpoint.abstract_like(state.params, replicated), best=True)
         outcome.test_results = _final_test(evaluator, final_params, writer, workdir, outcome.final_step,
-                                           best_step or outcome.final_step)
+                                           best_step or outcome.final_step, best=best_step is not None)
     writer.close()
     runs.close()
     return outcome
@@ -233,14 +246,14 @@ def train_and_evaluate(config, workdir: str) -> Outcome:
 
 def _resume_or_start(runs, state, config, encoder_config, tokenizer, workdir: str, replicated,
                      checkpoint_has_mlp: bool):
-    """(state, first step, best step, best dev score): restored from the latest checkpoint, or a new run.
-    A checkpoint written before a run-defining key existed is compared as that code ran
-    (`run_model.with_legacy_keys`)."""
+    """(state, first step, best step, best dev score, the checkpoint's planned total steps or
+    None): restored from the latest checkpoint, or a new run. A checkpoint written before a
+    run-defining key existed is compared as that code ran (`run_model.with_legacy_keys`)."""
     start = runs.latest_step()
     if start is None:
         if jax.process_index() == 0:
             run_model.save_run_description(workdir, config, encoder_config, tokenizer)
-        return state, 0, None, -math.inf
+        return state, 0, None, -math.inf, None
     meta = runs.read_meta(start)
     current = config.to_dict()
     saved = run_model.with_legacy_keys(meta["config"], current, checkpoint_has_mlp)
@@ -255,7 +268,7 @@ def _resume_or_start(runs, state, config, encoder_config, tokenizer, workdir: st
     if jax.process_index() == 0:
         rewind_metrics(workdir, start)
         logger.info("resuming from step %d of %s", start, workdir)
-    return state, start, best_step, best_dev
+    return state, start, best_step, best_dev, meta.get("total_steps")
 
 
 def _build_step(config, encoder_config, tokenizer, mesh, optimizer, schedule, num_views: int, state_sharding):
@@ -276,32 +289,31 @@ def _build_step(config, encoder_config, tokenizer, mesh, optimizer, schedule, nu
     return make_train_step(model, optimizer, schedule, mesh, num_views, loss_config, state_sharding, gradient_fn)
 
 
-def _final_test(evaluator, params, writer, workdir: str, step: int, evaluated_step: int) -> dict:
+def _final_test(evaluator, params, writer, workdir: str, step: int, evaluated_step: int, *, best: bool) -> dict:
     """The 7-task STS test of `params`: logged, written to sts_test.json and printed (process 0)."""
+    if jax.process_index() == 0:
+        print(f"test of {'best step' if best else 'step'} {evaluated_step}: evaluating 7 tasks ...",
+              file=sys.stderr, flush=True)
     results = evaluator.run(params, sts.load_suite(evaluator.sts_dir, mode="test"))
     writer.write(step, {"split": "test", "evaluated_step": evaluated_step,
                         **{key: value for key, value in results.items() if key != "details"}})
     if jax.process_index() == 0:
         workdir_files.write_text(workdir_files.path(workdir, "sts_test.json"),
                                  json.dumps(json_value(results), indent=2, allow_nan=False))
-        print(sts.format_table(results))
+        label = "best step" if best else "step"
+        print(sts.format_table(results, title=f"STS test, {label} {evaluated_step}"), flush=True)
     return results
 
 
-def _preempted(flag: _SignalFlag, runs: checkpoint.RunCheckpoints, step: int) -> bool:
+def _preempted(flag: StopSignals, runs: checkpoint.RunCheckpoints, step: int) -> bool:
     if jax.process_count() > 1:
         # All hosts must agree on the step to stop at, or their collective save deadlocks:
         # Orbax's preemption sync point gives every host the same answer.
         return runs.latest.reached_preemption(step)
-    return flag.received
+    return flag.received is not None
 
 
-def _progress_bar(enabled: bool, start: int, total: int):
-    from tqdm import tqdm
-    return tqdm(total=total, initial=start, disable=not enabled, unit="step", dynamic_ncols=True)
-
-
-def _write_run_info(workdir: str, config, mesh, total_steps: int, start: int) -> None:
+def _write_run_info(workdir: str, config, mesh, total_steps: int, start: int, saved_total: Optional[int]) -> None:
     import flax, optax, orbax.checkpoint, platform, transformers
     info = {
         "num_devices": int(mesh.devices.size), "num_processes": jax.process_count(),
@@ -312,4 +324,5 @@ def _write_run_info(workdir: str, config, mesh, total_steps: int, start: int) ->
                      "transformers": transformers.__version__},
         "config": config.to_dict(),
     }
+    record_extension(info, workdir, start, saved_total, total_steps)
     workdir_files.write_text(workdir_files.path(workdir, "run_info.json"), json.dumps(info, indent=2, default=str))

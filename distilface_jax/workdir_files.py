@@ -12,6 +12,8 @@ import tempfile
 
 from etils import epath
 
+from distilface_jax.atomic import atomic_file
+
 
 def path(workdir: str, *parts: str) -> epath.Path:
     return epath.Path(workdir).joinpath(*parts)
@@ -27,10 +29,8 @@ def write_text(target: epath.Path, text: str) -> None:
     if is_remote(str(target)):
         target.write_text(text)  # Object stores replace whole objects atomically already.
         return
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=str(target.parent))
-    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+    with atomic_file(str(target), "w") as handle:
         handle.write(text)
-    os.replace(temporary, str(target))
 
 
 def append_line(target: epath.Path, line: str) -> None:

@@ -34,6 +34,9 @@ Options:
   --spot                    request Spot TPUs (cheaper, preemptible; rerun to resume)
   --export-out DIR          after training, export the model on worker 0 (distilface_jax.export)
                             into DIR: a gs:// path, or a local folder on this machine
+  --export-step STEP        which checkpoint --export-out exports: best (default: the best STS-B
+                            dev checkpoint, as the docs recommend; needs eval_every > 0),
+                            latest, or a step number
   --service-account EMAIL   service account of the TPU VMs (it must be able to write the bucket)
   --setup CMD               extra shell command run on every worker after installing, in the
                             repository copy (e.g. fetch data: 'gsutil cp gs://b/wiki1m.txt data/')
@@ -82,7 +85,7 @@ default_runtime_version() {
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 NAME="" ZONE="" ACCELERATOR_TYPE="" RUNTIME_VERSION="" PROJECT="" CONFIG="" WORKDIR=""
-EXPORT_OUT="" SERVICE_ACCOUNT="" SETUP="" SPOT=0 KEEP=0 DRY_RUN=0 POLL_SECONDS=30
+EXPORT_OUT="" EXPORT_STEP=best SERVICE_ACCOUNT="" SETUP="" SPOT=0 KEEP=0 DRY_RUN=0 POLL_SECONDS=30
 TRAIN_ARGS=()
 
 need_value() { [[ $# -ge 2 && -n "$2" ]] || die "$1 needs a value"; }
@@ -99,6 +102,7 @@ parse_args() {
       --config) need_value "$@"; CONFIG="$2"; shift 2 ;;
       --workdir) need_value "$@"; WORKDIR="$2"; shift 2 ;;
       --export-out) need_value "$@"; EXPORT_OUT="$2"; shift 2 ;;
+      --export-step) need_value "$@"; EXPORT_STEP="$2"; shift 2 ;;
       --service-account) need_value "$@"; SERVICE_ACCOUNT="$2"; shift 2 ;;
       --setup) need_value "$@"; SETUP="$2"; shift 2 ;;
       --poll-seconds) need_value "$@"; POLL_SECONDS="$2"; shift 2 ;;
@@ -120,6 +124,7 @@ parse_args() {
   # Workers do not share a disk: a local workdir would scatter checkpoints over the hosts.
   [[ "$WORKDIR" == gs://* ]] || die "--workdir must be a gs:// path every worker can reach, got '$WORKDIR'"
   [[ "$POLL_SECONDS" =~ ^[0-9]+$ ]] || die "--poll-seconds must be an integer, got '$POLL_SECONDS'"
+  [[ "$EXPORT_STEP" =~ ^(best|latest|[0-9]+)$ ]] || die "--export-step must be best, latest or a step number, got '$EXPORT_STEP'"
   # Checked before paying for a slice: the workers get the committed tree only.
   [[ -f "$REPO_ROOT/$CONFIG" ]] || die "--config $CONFIG: no such file under $REPO_ROOT"
   git -C "$REPO_ROOT" cat-file -e "HEAD:$CONFIG" 2>/dev/null \
@@ -208,6 +213,7 @@ export_from_worker0() {
   # machine. JAX_PLATFORMS=cpu: a lone TPU process on a multi-host slice would wait for the
   # other hosts forever.
   local export_cmd=(python3 -m distilface_jax.export --workdir "$WORKDIR" --out "$REMOTE_EXPORT")
+  [[ "$EXPORT_STEP" == latest ]] || export_cmd+=(--step "$EXPORT_STEP")
   local remote
   remote="cd $REMOTE_DIR && rm -rf $REMOTE_EXPORT && JAX_PLATFORMS=cpu $(quote_all "${export_cmd[@]}")"
   if [[ "$EXPORT_OUT" == gs://* ]]; then

@@ -238,8 +238,11 @@ def test_missing_config_key_is_named(tiny_bert_dir, tmp_path):
 def test_not_a_model_folder(tmp_path):
     with pytest.raises(hf.ModelLoadError, match="config.json: missing"):
         hf.load_pretrained(str(tmp_path))
-    with pytest.raises(hf.ModelLoadError, match="not a model folder"):
+    with pytest.raises(hf.ModelLoadError, match="nope: no such folder"):  # not "not a model folder"
         hf.load_pretrained(str(tmp_path / "nope"))
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(hf.ModelLoadError, match="a_file: is a file, not a model folder"):
+        hf.load_pretrained(str(tmp_path / "a_file"))
 
 
 def test_pytorch_bin_checkpoint_loads_with_weights_only(tiny_bert_dir, tmp_path):

@@ -114,8 +114,9 @@ def test_tpu_pod_dry_run_prints_the_whole_lifecycle_in_order(fake_gcloud):
 
     assert "--worker=0" in export
     export_cmd = remote_command(export)
-    assert "JAX_PLATFORMS=cpu python3 -m distilface_jax.export --workdir gs://my-bucket/runs/tiny --out export" \
-        in export_cmd
+    # The one documented choice (README, docs/pods.md): the best STS-B dev checkpoint.
+    assert "JAX_PLATFORMS=cpu python3 -m distilface_jax.export --workdir gs://my-bucket/runs/tiny --out export " \
+        "--step best" in export_cmd
     assert export_cmd.endswith("gcloud storage rsync --recursive export gs://my-bucket/models/tiny")
 
     assert delete[5] == "simcse-pod" and "--force" in delete and "--zone=us-central2-b" in delete

@@ -306,7 +306,9 @@ def test_cli_prints_table_and_writes_json(data, monkeypatch, capsys):
     out = root / "results" / "r.json"
     assert evaluate.main(["--model", "unused", "--sts-dir", str(root), "--tasks", "STS12", "STSBenchmark",
                           "--json", str(out)]) == 0
-    header = capsys.readouterr().out.splitlines()[1]
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "STS test"  # the table says what it is
+    header = lines[2]
     assert [cell.strip() for cell in header.strip("|").split("|")] == ["STS12", "STSBenchmark", "Avg."]
     written = json.loads(out.read_text())
     assert set(written) == {"STS12", "STSBenchmark", "avg", "details"}

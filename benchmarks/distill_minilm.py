@@ -37,8 +37,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from distilface_jax import sts  # noqa: E402
-from distilface_jax.metrics_writer import read_metrics  # noqa: E402
+from distilface_jax import sts
+from distilface_jax.metrics_writer import read_metrics
 
 
 def log(message: str) -> None:
@@ -72,7 +72,9 @@ def run_ours(args, suite, teacher_dir: str) -> dict:
                f"--config.num_epochs={args.epochs}", f"--config.batch_size={args.batch_size}",
                f"--config.learning_rate={args.learning_rate}", f"--config.data.max_seq_length={args.max_seq_length}",
                f"--config.checkpoint_every={steps_per_epoch}", f"--config.keep_checkpoints={args.epochs}",
-               f"--config.data.cache_dir={args.out / 'cache'}"]
+               f"--config.data.cache_dir={args.cache_dir or args.out / 'cache'}",
+               f"--config.eval_every={args.eval_every or steps_per_epoch}",
+               "--config.eval.final_test=False"]  # The exported best student is scored below instead.
     log("ours: " + " ".join(command))
     start = time.perf_counter()
     subprocess.run(command, check=True, cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)))
@@ -107,7 +109,11 @@ def run_ours(args, suite, teacher_dir: str) -> dict:
 def run_peer(args, suite, teacher_dir: str) -> dict:
     import torch
     from datasets import Dataset
-    from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers import (
+        SentenceTransformer,
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+    )
     from sentence_transformers.sentence_transformer.losses import MSELoss
     from transformers import TrainerCallback
 
@@ -116,10 +122,17 @@ def run_peer(args, suite, teacher_dir: str) -> dict:
 
     torch.manual_seed(0)
     sentences = [line.strip() for line in open(args.train_file, encoding="utf-8") if line.strip()]
-    teacher = SentenceTransformer(teacher_dir, device="cpu")
-    start = time.perf_counter()
-    labels = teacher.encode(sentences, batch_size=128, convert_to_numpy=True)
-    teacher_seconds = time.perf_counter() - start
+    if args.peer_reuses_teacher_cache:
+        # The same numbers teacher.encode gives (same weights, mean pooling, Normalize, max length
+        # 256); reused only to save one pass of the teacher on a shared CPU. Not a training cost.
+        labels = np.load(next(Path(args.cache_dir or args.out / "cache").glob("teacher.*.npy")))
+        teacher_seconds = None
+    else:
+        teacher = SentenceTransformer(teacher_dir, device="cpu")
+        start = time.perf_counter()
+        labels = teacher.encode(sentences, batch_size=128, convert_to_numpy=True)
+        teacher_seconds = time.perf_counter() - start
+    assert labels.shape[0] == len(sentences)
     student = SentenceTransformer(teacher_dir, device="cpu")
     auto_model = student[0].auto_model
     auto_model.encoder.layer = torch.nn.ModuleList([layer for i, layer in enumerate(auto_model.encoder.layer)
@@ -151,30 +164,32 @@ def run_peer(args, suite, teacher_dir: str) -> dict:
     log("peer: training")
     trainer.train()
     epochs = {}
-    for epoch in range(1, args.epochs + 1):
+    for epoch in args.peer_eval_epochs or range(1, args.epochs + 1):
         model = hf.load_pretrained(str(epoch_dir / f"epoch_{epoch}"))
         epochs[epoch] = table(sts.evaluate_suite(make_embed_fn(model.config, model.params, model.tokenizer,
                                                                pooler="avg"), suite))
         log(f"peer epoch {epoch}: {epochs[epoch]} ({timer.seconds[epoch - 1]:.1f} s)")
-    final_st = st_scores(SentenceTransformer(str(epoch_dir / f"epoch_{args.epochs}"), device="cpu"), suite)
     return {"teacher_encode_seconds": teacher_seconds, "seconds_per_epoch_each": timer.seconds,
             "seconds_per_epoch": float(np.mean(timer.seconds)), "epochs": epochs,
-            "final_st_scored": final_st, "torch_threads": torch.get_num_threads()}
+            "torch_threads": torch.get_num_threads()}
 
 
 def encode_throughput(args, student_workdir: str, teacher_dir: str) -> dict:
     from distilface_jax import encode
     result = {}
+    lines = open(args.train_file, encoding="utf-8").read().split("\n")[:args.encode_lines]
+    sentences_file = args.out / "encode_input.txt"
+    sentences_file.write_text("\n".join(lines) + "\n")
     for name, source in (("student", ["--workdir", student_workdir, "--step", "best"]),
                          ("teacher", ["--model", teacher_dir])):
-        argv = source + ["--input", str(args.train_file), "--output", str(args.out / f"{name}.npy")]
+        argv = source + ["--input", str(sentences_file), "--output", str(args.out / f"{name}.npy")]
         encode.main(argv)  # Warm-up: loads and compiles every bucket shape.
         timings = []
         for _ in range(2):
             start = time.perf_counter()
             encode.main(argv)
             timings.append(time.perf_counter() - start)
-        count = sum(1 for _ in open(args.train_file, encoding="utf-8"))
+        count = len(lines)
         result[name] = {"seconds": min(timings), "sentences_per_second": count / min(timings)}
         log(f"encode {name}: {result[name]}")
     result["speedup"] = result["student"]["sentences_per_second"] / result["teacher"]["sentences_per_second"]
@@ -187,13 +202,20 @@ def main() -> None:
     parser.add_argument("--train-file", type=Path, required=True)
     parser.add_argument("--sts-dir", type=Path, default=Path("../shared/data/sts"))
     parser.add_argument("--layers", type=int, nargs="+", default=[0, 3, 5])
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--learning-rate", type=float, default=1e-4)
     parser.add_argument("--max-seq-length", type=int, default=32)
     parser.add_argument("--out", type=Path, required=True, help="scratch folder for the runs")
     parser.add_argument("--json", type=Path, required=True)
+    parser.add_argument("--cache-dir", type=Path, default=None, help="token/teacher cache (default: OUT/cache)")
+    parser.add_argument("--encode-lines", type=int, default=1500, help="corpus lines timed through encode")
     parser.add_argument("--skip-peer", action="store_true")
+    parser.add_argument("--peer-reuses-teacher-cache", action="store_true",
+                        help="label the peer's data with our cached teacher embeddings instead of teacher.encode")
+    parser.add_argument("--peer-eval-epochs", type=int, nargs="*", default=None, help="default: every epoch")
+    parser.add_argument("--eval-every", type=int, default=0, help="dev evaluation cadence (default: once per epoch)")
+    parser.add_argument("--skip-encode", action="store_true")
     args = parser.parse_args()
     args.train_file, args.sts_dir, args.out = args.train_file.resolve(), args.sts_dir.resolve(), args.out.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -202,7 +224,6 @@ def main() -> None:
     import jax
     import sentence_transformers
     import torch
-    from sentence_transformers import SentenceTransformer
 
     from distilface_jax.distill.student import cut_layers
     from distilface_jax.distill.teacher import load_teacher
@@ -215,8 +236,7 @@ def main() -> None:
     suite = sts.load_suite(args.sts_dir, mode="test")
     teacher = load_teacher(teacher_dir)
     report["teacher"] = our_scores(teacher.config, teacher.params, teacher.tokenizer, teacher.pooler, suite)
-    report["teacher_st_scored"] = st_scores(SentenceTransformer(teacher_dir, device="cpu"), suite)
-    log(f"teacher: {report['teacher']} (sentence-transformers: {report['teacher_st_scored']})")
+    log(f"teacher: {report['teacher']}")
     config, params = cut_layers(teacher.config, teacher.params, args.layers)
     report["student_before_training"] = our_scores(config, params, teacher.tokenizer, teacher.pooler, suite)
     log(f"student {args.layers} before training: {report['student_before_training']}")
@@ -227,7 +247,8 @@ def main() -> None:
     if not args.skip_peer:
         report["peer"] = run_peer(args, suite, teacher_dir)
         args.json.write_text(json.dumps(report, indent=2) + "\n")
-    report["encode"] = encode_throughput(args, report["ours"]["workdir"], teacher_dir)
+    if not args.skip_encode:
+        report["encode"] = encode_throughput(args, report["ours"]["workdir"], teacher_dir)
     report["finished"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     args.json.write_text(json.dumps(report, indent=2) + "\n")
     log(json.dumps(report, indent=2))

@@ -1,4 +1,4 @@
-"""Distil all-MiniLM-L6-v2 into a 3-layer student cut from its own layers (edge model; ~20 min on 2 CPUs).
+"""Distil all-MiniLM-L6-v2 into a 3-layer student cut from its own layers (edge model; ~15-25 min on 2 CPUs).
 
     python -m distilface_jax.train --config configs/distill_minilm_l3.py --workdir runs/minilm_l3 \
         --config.distill.teacher=TEACHER_DIR \
@@ -30,9 +30,9 @@ def get_config():
     config.data.max_seq_length = 32
     config.batch_size = 64
     config.learning_rate = 1e-4
-    config.num_epochs = 3
+    config.num_epochs = 2
     config.log_every = 31
     config.eval_every = 93  # Twice per epoch on 11,914 sentences (186 steps).
     config.checkpoint_every = 186
-    config.keep_checkpoints = 3
+    config.keep_checkpoints = 2
     return config

@@ -29,7 +29,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         model = run_model.load_run_model(args.workdir, step=args.step)
         out = hf.save_pretrained(args.out, model.config, model.params, model.tokenizer, pooler=model.pooler,
-                                 keep_mlp=model.apply_mlp, normalize=args.normalize or model.normalize, overwrite=args.overwrite)
+                                 keep_mlp=model.apply_mlp, normalize=args.normalize or model.normalize,
+                                 overwrite=args.overwrite)
     except (FileNotFoundError, FileExistsError, ValueError, KeyError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

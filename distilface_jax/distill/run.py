@@ -79,7 +79,8 @@ class Distiller:
         train_file = run_model.resolve_builtin(config.data.train_file, workdir, "corpus")
         source, sentences = _read_corpus(train_file)  # The rows TrainData holds, in its order.
         if len(sentences) != train_data.num_examples:
-            raise RuntimeError(f"{train_file}: read {len(sentences)} sentences, the token data has {train_data.num_examples}")
+            raise RuntimeError(f"{train_file}: read {len(sentences)} sentences, "
+                               f"the token data has {train_data.num_examples}")
         if config.distill.teacher_in_step:
             length = config.distill.teacher_max_length or config.data.max_seq_length
             tokens = data.tokenize_views([sentences], self.teacher.tokenizer, length)

@@ -46,7 +46,8 @@ def _rows(batch: dict, prefix: str = "") -> dict:
 
 def _apply(model: SentenceEncoder, params, rows: dict, *, apply_mlp: bool, deterministic: bool, key=None):
     return model.apply({"params": params}, rows["input_ids"], rows["attention_mask"], rows.get("token_type_ids"),
-                       deterministic=deterministic, apply_mlp=apply_mlp, rngs=None if deterministic else {"dropout": key})
+                       deterministic=deterministic, apply_mlp=apply_mlp,
+                       rngs=None if deterministic else {"dropout": key})
 
 
 def student_embeddings(model: SentenceEncoder, params: dict, rows: dict, keys: jax.Array, settings: DistillSettings,
@@ -63,7 +64,8 @@ def student_embeddings(model: SentenceEncoder, params: dict, rows: dict, keys: j
 
     s = jax.vmap(one)(rows, keys)  # [b, D_s]
     if PROJECTION in params:
-        s = jnp.matmul(s, params[PROJECTION]["kernel"], precision=jax.lax.Precision.HIGHEST) + params[PROJECTION]["bias"]
+        projection = params[PROJECTION]
+        s = jnp.matmul(s, projection["kernel"], precision=jax.lax.Precision.HIGHEST) + projection["bias"]  # [b, D_t]
     return losses.l2_normalize(s) if settings.normalize else s
 
 

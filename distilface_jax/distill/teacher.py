@@ -93,7 +93,8 @@ def load_teacher(name_or_path: str, *, pooler: str = "", normalize: Optional[boo
                          "set config.distill.teacher_pooler (and config.distill.teacher_normalize)")
     if normalize is None:
         normalize = st_folder.normalizes(folder)
-    limit = min(loaded.config.max_position_embeddings, _folder_max_length(folder) or loaded.config.max_position_embeddings)
+    positions = loaded.config.max_position_embeddings
+    limit = min(positions, _folder_max_length(folder) or positions)
     return Teacher(loaded.config, loaded.params, loaded.tokenizer, pooler, apply_mlp, bool(normalize),
                    min(max_length, limit) if max_length > 0 else limit, str(folder))
 
@@ -119,7 +120,8 @@ def cache_path(cache_dir: str, corpus_name: str, corpus_fingerprint: dict, teach
 
 
 def cached_embeddings(teacher: Teacher, sentences: Sequence[str], path: Optional[str],
-                      compute: Callable[[Teacher, Sequence[str]], np.ndarray] = embed_corpus) -> tuple[np.ndarray, bool]:
+                      compute: Callable[[Teacher, Sequence[str]], np.ndarray] = embed_corpus
+                      ) -> tuple[np.ndarray, bool]:
     """(embeddings [N, D], read_from_cache). Written atomically: a reader sees all or nothing."""
     if path and os.path.exists(path):
         embeddings = np.load(path, allow_pickle=False)  # never unpickle

@@ -216,6 +216,7 @@ def main() -> None:
     parser.add_argument("--peer-eval-epochs", type=int, nargs="*", default=None, help="default: every epoch")
     parser.add_argument("--eval-every", type=int, default=0, help="dev evaluation cadence (default: once per epoch)")
     parser.add_argument("--skip-encode", action="store_true")
+    parser.add_argument("--skip-teacher-table", action="store_true", help="e.g. for a second student")
     args = parser.parse_args()
     args.train_file, args.sts_dir, args.out = args.train_file.resolve(), args.sts_dir.resolve(), args.out.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -235,8 +236,9 @@ def main() -> None:
               "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
     suite = sts.load_suite(args.sts_dir, mode="test")
     teacher = load_teacher(teacher_dir)
-    report["teacher"] = our_scores(teacher.config, teacher.params, teacher.tokenizer, teacher.pooler, suite)
-    log(f"teacher: {report['teacher']}")
+    if not args.skip_teacher_table:
+        report["teacher"] = our_scores(teacher.config, teacher.params, teacher.tokenizer, teacher.pooler, suite)
+        log(f"teacher: {report['teacher']}")
     config, params = cut_layers(teacher.config, teacher.params, args.layers)
     report["student_before_training"] = our_scores(config, params, teacher.tokenizer, teacher.pooler, suite)
     log(f"student {args.layers} before training: {report['student_before_training']}")

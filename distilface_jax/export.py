@@ -5,6 +5,8 @@ Writes a folder that `transformers.AutoModel.from_pretrained(OUT_DIR)` and
 the tokenizer, and the sentence-transformers modules for the run's evaluation pooler. The
 MLP head follows the recipe: dropped when it was train-only (`mlp_only_train`, unsupervised
 SimCSE), kept as a Dense(tanh) module otherwise (for BERT also as HF's pooler).
+A distilled student (configs/distill_*.py) gets its teacher's pipeline: its pooling, and a
+Normalize module when the teacher normalises.
 A single-process tool (on a pod, `launch/tpu_pod.sh` runs it on worker 0 with JAX_PLATFORMS=cpu);
 the folder appears whole or not at all.
 """

@@ -74,7 +74,7 @@ def run_ours(args, suite, teacher_dir: str) -> dict:
                f"--config.checkpoint_every={steps_per_epoch}", f"--config.keep_checkpoints={args.epochs}",
                f"--config.data.cache_dir={args.cache_dir or args.out / 'cache'}",
                f"--config.eval_every={args.eval_every or steps_per_epoch}",
-               "--config.eval.final_test=False"]  # The exported best student is scored below instead.
+               "--config.eval.final_test=False", *(f"--config.{item}" for item in args.override)]  # The exported best student is scored below instead.
     log("ours: " + " ".join(command))
     start = time.perf_counter()
     subprocess.run(command, check=True, cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)))
@@ -217,6 +217,8 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=0, help="dev evaluation cadence (default: once per epoch)")
     parser.add_argument("--skip-encode", action="store_true")
     parser.add_argument("--skip-teacher-table", action="store_true", help="e.g. for a second student")
+    parser.add_argument("--skip-before", action="store_true", help="skip the untrained student's table")
+    parser.add_argument("--override", nargs="*", default=[], help="extra config settings KEY=VALUE for our run (passed as --config.KEY=VALUE)")
     args = parser.parse_args()
     args.train_file, args.sts_dir, args.out = args.train_file.resolve(), args.sts_dir.resolve(), args.out.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -239,10 +241,12 @@ def main() -> None:
     if not args.skip_teacher_table:
         report["teacher"] = our_scores(teacher.config, teacher.params, teacher.tokenizer, teacher.pooler, suite)
         log(f"teacher: {report['teacher']}")
-    config, params = cut_layers(teacher.config, teacher.params, args.layers)
-    report["student_before_training"] = our_scores(config, params, teacher.tokenizer, teacher.pooler, suite)
-    log(f"student {args.layers} before training: {report['student_before_training']}")
-    del teacher, params
+    if not args.skip_before:
+        config, params = cut_layers(teacher.config, teacher.params, args.layers)
+        report["student_before_training"] = our_scores(config, params, teacher.tokenizer, teacher.pooler, suite)
+        log(f"student {args.layers} before training: {report['student_before_training']}")
+        del params
+    del teacher
     report["ours"] = run_ours(args, suite, teacher_dir)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2) + "\n")

@@ -211,6 +211,8 @@ def main() -> None:
     parser.add_argument("--cache-dir", type=Path, default=None, help="token/teacher cache (default: OUT/cache)")
     parser.add_argument("--encode-lines", type=int, default=1500, help="corpus lines timed through encode")
     parser.add_argument("--skip-peer", action="store_true")
+    parser.add_argument("--resume-json", action="store_true",
+                        help="keep the tables and our run already recorded in --json (after a crash of a later part)")
     parser.add_argument("--peer-reuses-teacher-cache", action="store_true",
                         help="label the peer's data with our cached teacher embeddings instead of teacher.encode")
     parser.add_argument("--peer-eval-epochs", type=int, nargs="*", default=None, help="default: every epoch")
@@ -247,7 +249,11 @@ def main() -> None:
         log(f"student {args.layers} before training: {report['student_before_training']}")
         del params
     del teacher
-    report["ours"] = run_ours(args, suite, teacher_dir)
+    if args.resume_json and args.json.exists() and "ours" in json.loads(args.json.read_text()):
+        report = dict(json.loads(args.json.read_text()), **{k: v for k, v in report.items() if k == "started"})
+        log("ours: reusing the finished run recorded in " + str(args.json))
+    else:
+        report["ours"] = run_ours(args, suite, teacher_dir)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2) + "\n")
     if not args.skip_peer:

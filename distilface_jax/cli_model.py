@@ -62,7 +62,7 @@ def load_model(args: argparse.Namespace):
         pooler, apply_mlp = model.pooler, model.apply_mlp
         if args.pooler is not None and args.pooler != model.pooler:
             pooler, apply_mlp = args.pooler, True
-        return model, pooler, apply_mlp, False
+        return model, pooler, apply_mlp, model.normalize  # A distilled student normalises as its teacher.
     if args.step is not None:
         raise UsageError("--step goes with --workdir")
     try:

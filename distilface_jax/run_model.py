@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import jax
+import jax.numpy as jnp
 
 from distilface_jax import hf, tiny_data, workdir_files
 from distilface_jax.atomic import public_mode
@@ -38,6 +39,7 @@ class RunModel:
     pooler: str  # the pooler evaluation uses
     apply_mlp: bool  # False when the recipe trains the MLP head only (mlp_only_train)
     step: int = 0
+    normalize: bool = False  # a distilled student normalises as its teacher does
 
 
 def builtin_dir(workdir: str) -> str:
@@ -186,7 +188,14 @@ def load_run_model(workdir: str, step: Optional[str] = None) -> RunModel:
     tie_decoder = bool(run_config["loss"].get("mlm_tie_decoder", True))  # Runs before the key tied it.
     shapes = jax.eval_shape(lambda: init_params(encoder_config, jax.random.key(0), with_mlm_head=with_mlm,
                                                 tie_mlm_decoder=tie_decoder))
+    from distilface_jax.distill import run as distill_run
+    distilled = distill_run.read_description(workdir) or {}
+    if distilled.get("projection"):  # The student→teacher width map trained with the loss.
+        width_in, width_out = distilled["projection"]
+        shapes = dict(shapes, projection={"kernel": jax.ShapeDtypeStruct((width_in, width_out), jnp.float32),
+                                          "bias": jax.ShapeDtypeStruct((width_out,), jnp.float32)})
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     params = runs.restore_params(number, checkpoint.abstract_like(shapes, device), best=best)
     runs.close()
-    return RunModel(encoder_config, params, tokenizer, pooler, apply_mlp, number)
+    return RunModel(encoder_config, params, tokenizer, pooler, apply_mlp, number,
+                    normalize=bool(distilled.get("normalize", False)))

@@ -61,15 +61,15 @@ def _lookup(config, dotted: str):
     return config
 
 
-def check_model_path(name_or_path: str) -> None:
+def check_model_path(name_or_path: str, key: str = "model.name_or_path") -> None:
     """A local path that is not there is named as such (a hub id cannot be checked offline)."""
     if name_or_path == BUILTIN_TINY:
         return
     path = os.path.expanduser(name_or_path)
     if os.path.exists(path) and not os.path.isdir(path):
-        raise UsageError(f"--config.model.name_or_path={name_or_path}: is a file, not a model folder")
+        raise UsageError(f"--config.{key}={name_or_path}: is a file, not a model folder")
     if not os.path.exists(path) and name_or_path.startswith(("/", ".", "~")):
-        raise UsageError(f"--config.model.name_or_path={name_or_path}: no such folder")
+        raise UsageError(f"--config.{key}={name_or_path}: no such folder")
 
 
 def check_train_file(train_file: str) -> None:
@@ -132,5 +132,7 @@ def check_before_training(config, workdir: str) -> None:
     check_workdir(workdir)
     check_settings(config)
     check_model_path(config.model.name_or_path)
+    if "distill" in config:  # A distillation config's teacher (configs/distill_*.py).
+        check_model_path(config.distill.teacher, "distill.teacher")
     check_train_file(config.data.train_file)
     check_sts_dir(config)

@@ -21,6 +21,7 @@ import ml_collections
 import numpy as np
 
 from distilface_jax import checkpoint, data, profiling, run_model, sharding, sts, train_state, workdir_files
+from distilface_jax.distill import run as distill_run
 from distilface_jax.inference import make_embed_fn
 from distilface_jax.interrupts import StopSignals
 from distilface_jax.metrics_writer import MetricsWriter, json_value, read_metrics, rewind_metrics
@@ -38,7 +39,7 @@ RUN_DEFINING_KEYS = (
     "seed", "batch_size", "learning_rate", "warmup_steps", "weight_decay",
     "adam_b1", "adam_b2", "adam_eps", "max_grad_norm", "model.name_or_path", "model.pooler",
     "model.mlp_only_train", "model.mlp_init", "model.dropout", "model.attention_dropout", "model.tiny", "loss",
-    "data.train_file", "data.format", "data.max_seq_length")
+    "data.train_file", "data.format", "data.max_seq_length", "distill")
 # (`EXTENSION_KEYS`, the run's length, may change too when `config.extend` says so: run_extension.py.)
 
 
@@ -155,9 +156,14 @@ def train_and_evaluate(config, workdir: str) -> Outcome:
     is_main = jax.process_index() == 0
     mesh = sharding.make_mesh()
     sharding.check_batch_size(config.batch_size, mesh)
-    initial = run_model.initial_model(config, workdir)
+    # A distillation config (configs/distill_*.py) brings its student, teacher targets and step.
+    distiller = distill_run.prepare(config, workdir) if distill_run.enabled(config) else None
+    initial = (run_model.InitialModel(*distiller.student, checkpoint_has_mlp=False) if distiller
+               else run_model.initial_model(config, workdir))
     encoder_config, params, tokenizer = initial.encoder_config, initial.params, initial.tokenizer
     train_data = load_train_data(config, tokenizer, workdir)
+    if distiller:
+        train_data = distiller.attach_teacher(train_data, config, workdir)
     if train_data.num_skipped_lines and is_main:
         logger.info("skipped %d empty lines of %s", train_data.num_skipped_lines, config.data.train_file)
     total_steps = config.max_steps if config.max_steps > 0 else config.num_epochs * train_data.steps_per_epoch
@@ -176,8 +182,11 @@ def train_and_evaluate(config, workdir: str) -> Outcome:
     if is_main:
         _write_run_info(workdir, config, mesh, total_steps, start, saved_total)
 
-    step_fn = _build_step(config, encoder_config, tokenizer, mesh, optimizer, schedule, max(2, train_data.num_views),
-                          train_state.state_shardings(state, replicated))
+    if distiller:
+        step_fn = distiller.make_step(config, mesh, optimizer, schedule, train_state.state_shardings(state, replicated))
+    else:
+        step_fn = _build_step(config, encoder_config, tokenizer, mesh, optimizer, schedule,
+                              max(2, train_data.num_views), train_state.state_shardings(state, replicated))
     writer = MetricsWriter(workdir, enabled=is_main)
     meta_base = {"config": config.to_dict(), "encoder_config": encoder_config.to_hf_dict(), "total_steps": total_steps}
     flag = StopSignals()
@@ -255,7 +264,8 @@ def _resume_or_start(runs, state, config, encoder_config, tokenizer, workdir: st
             run_model.save_run_description(workdir, config, encoder_config, tokenizer)
         return state, 0, None, -math.inf, None
     meta = runs.read_meta(start)
-    current = config.to_dict()
+    # Compared as saved (JSON): a tuple setting such as distill.student_layers reads back as a list.
+    current = json.loads(config.to_json_best_effort())
     saved = run_model.with_legacy_keys(meta["config"], current, checkpoint_has_mlp)
     check_resumable(saved, current, meta["encoder_config"], encoder_config.to_hf_dict(),
                     f"{workdir}/{checkpoint.LATEST_DIR}/{start}")

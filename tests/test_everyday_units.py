@@ -16,9 +16,12 @@ from distilface_jax.config_base import base_config
 
 
 def test_every_config_key_has_a_meaning_and_nothing_else_does():
-    keys = [key for key, _ in config_help.flat_items(base_config())]
+    from distilface_jax.distill.run import distill_block
+    with_distill = base_config()
+    with_distill.distill = distill_block()  # the block that distillation configs add
+    keys = [key for key, _ in config_help.flat_items(with_distill)]
     assert sorted(keys) == sorted(config_help.KEY_HELP)
-    text = config_help.describe(base_config())
+    text = config_help.describe(with_distill)
     assert all(f"--config.{key}=" in text for key in keys)
     assert "--config.batch_size=64" in text and "global batch" in text
 

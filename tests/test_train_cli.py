@@ -55,7 +55,10 @@ def test_every_config_parses_and_builds(path, tmp_path):
     assert pooler in ("cls", "avg", "cls_before_pooler", "avg_first_last", "avg_top2")
     assert config.data.format in ("unsup", "sup")
     assert config.batch_size % 8 == 0  # Divisible by any power-of-two device count up to 8.
-    if path.stem != "tiny":  # The real recipes: SimCSE's published hyper-parameters.
+    if path.stem.startswith("distill"):  # Distillation: the default teacher, a layer cut.
+        assert config.distill.teacher == "sentence-transformers/all-MiniLM-L6-v2"
+        assert config.distill.student_layers and config.model.pooler == "avg"
+    elif path.stem != "tiny":  # The real recipes: SimCSE's published hyper-parameters.
         assert config.loss.temperature == 0.05 and config.model.pooler == "cls"
         assert (config.batch_size, config.learning_rate, config.num_epochs) in ((64, 3e-5, 1), (512, 5e-5, 3))
         assert config.model.mlp_only_train == (config.data.format == "unsup")

@@ -1,0 +1,72 @@
+"""The distillation objective: pure functions of student and teacher embeddings.
+
+For student embeddings s_i (after the optional projection W: D_s → D_t) and teacher
+embeddings t_i of a global batch of B examples, both [B, D]:
+
+    L_mse = 1/(B·D) Σ_i ‖s_i − t_i‖²                               (Reimers & Gurevych 2020;
+                                                                    torch.nn.MSELoss, mean)
+    L_con = −1/B Σ_i log( exp(cos(s_i, t_i)/τ) / Σ_j exp(cos(s_i, t_j)/τ) )
+    L     = L_mse + w · L_con
+
+L_con is InfoNCE with the student's embedding as the anchor and every teacher embedding of the
+global batch as a candidate (`losses.simcse_loss_local` with z1 = s, z2 = t). The teacher is
+a constant: no gradient reaches it.
+
+Sharding: every term is a sum over anchors, so each device sums its local rows (against the
+all-gathered teacher embeddings for L_con), the sums are psum-ed, and `finalize` divides by
+the global counts. The result is the loss of the global batch, whatever the device count.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from distilface_jax import losses
+
+Array = jax.Array
+
+
+def distill_sums(s_local: Array, t_local: Array, t_global: Array | None, *, anchor_offset: int | Array = 0,
+                 temperature: float = 0.05, contrastive_weight: float = 0.0) -> dict[str, Array]:
+    """Psum-able sums for b local rows.
+
+    Args:
+      s_local: [b, D] student embeddings (projected to the teacher's width), rows
+        anchor_offset .. anchor_offset+b-1 of the global batch.
+      t_local: [b, D] the teacher embeddings of the same rows.
+      t_global: [B, D] all teacher embeddings of the global batch (needed only when
+        contrastive_weight > 0; None otherwise).
+    """
+    s_local = s_local.astype(jnp.float32)
+    t_local = jax.lax.stop_gradient(t_local.astype(jnp.float32))
+    squared_error = jnp.sum(jnp.square(s_local - t_local))
+    cosine = jnp.sum(losses.l2_normalize(s_local) * losses.l2_normalize(t_local))
+    sums = {"squared_error": squared_error, "num_anchors": jnp.asarray(s_local.shape[0], jnp.float32),
+            "num_values": jnp.asarray(s_local.size, jnp.float32), "teacher_cosine": cosine}
+    if contrastive_weight:
+        _, contrastive = losses.simcse_loss_local(s_local, jax.lax.stop_gradient(t_global), anchor_offset=anchor_offset,
+                                                  temperature=temperature)
+        sums.update(contrastive_loss=contrastive["loss"], correct=contrastive["correct"])
+    return sums
+
+
+def finalize(sums: dict[str, Array], contrastive_weight: float = 0.0) -> tuple[Array, dict[str, Array]]:
+    """(loss, metrics) from (psum-ed) sums: L = L_mse + w · L_con."""
+    mse = sums["squared_error"] / sums["num_values"]
+    metrics = {"mse": mse, "teacher_cosine": sums["teacher_cosine"] / sums["num_anchors"]}
+    loss = mse
+    if contrastive_weight:
+        contrastive = sums["contrastive_loss"] / sums["num_anchors"]
+        metrics.update(contrastive_loss=contrastive, accuracy=sums["correct"] / sums["num_anchors"])
+        loss = loss + contrastive_weight * contrastive
+    metrics["loss"] = loss
+    return loss, metrics
+
+
+def distill_loss(s: Array, t: Array, *, temperature: float = 0.05, contrastive_weight: float = 0.0
+                 ) -> tuple[Array, dict[str, Array]]:
+    """The loss of a whole batch on one device: s, t [B, D]."""
+    sums = distill_sums(s, t, t if contrastive_weight else None, temperature=temperature,
+                        contrastive_weight=contrastive_weight)
+    return finalize(sums, contrastive_weight)

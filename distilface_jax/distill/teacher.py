@@ -1,0 +1,139 @@
+"""The frozen teacher: its parameters, tokenizer and *own* sentence pipeline, and the cache of
+its embeddings of a training corpus.
+
+The teacher's embedding is what its sentence-transformers folder computes (Pooling, then
+Normalize when listed), unless the config names the pooling. Its embeddings of a fixed corpus
+never change, so they are computed once (bucketed by length, no dropout) and cached beside
+the tokenized data, keyed by the teacher's weights, the corpus and the pipeline settings:
+every later epoch, resumed run or new run with the same teacher reads the file instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import jax
+import numpy as np
+
+from distilface_jax import hf, st_folder
+from distilface_jax.atomic import atomic_file
+from distilface_jax.distill.student import check_vocabulary
+from distilface_jax.models.config import EncoderConfig
+from distilface_jax.models.pooling import POOLERS
+
+logger = logging.getLogger(__name__)
+
+_CACHE_VERSION = 1  # bump when what the cache holds, or how it is computed, changes
+
+
+@dataclasses.dataclass
+class Teacher:
+    config: EncoderConfig
+    params: dict  # SentenceEncoder tree, float32 numpy
+    tokenizer: Any
+    pooler: str
+    apply_mlp: bool
+    normalize: bool
+    max_length: int  # truncation of the teacher's own pipeline (sentence_bert_config.json)
+    source: str
+
+    @property
+    def width(self) -> int:
+        return self.config.hidden_size
+
+    def identity(self) -> str:
+        """Hash of everything that decides the teacher's embeddings: weights, shape, pipeline."""
+        digest = hashlib.sha256()
+        for path, leaf in sorted(jax.tree_util.tree_leaves_with_path(self.params), key=lambda item: str(item[0])):
+            digest.update(str(path).encode())
+            digest.update(np.ascontiguousarray(leaf, np.float32).tobytes())
+        digest.update(json.dumps([self.config.to_hf_dict(), self.pooler, self.apply_mlp, self.normalize,
+                                  sorted(self.tokenizer.get_vocab().items())]).encode())
+        return digest.hexdigest()
+
+
+def _folder_max_length(folder: Path) -> Optional[int]:
+    settings = folder / "sentence_bert_config.json"
+    if settings.exists():
+        value = json.loads(settings.read_text()).get("max_seq_length")
+        return int(value) if value else None
+    return None
+
+
+def load_teacher(name_or_path: str, *, pooler: str = "", normalize: Optional[bool] = None,
+                 max_length: int = 0) -> Teacher:
+    """The teacher of `name_or_path` with its own pooling and normalisation; `pooler`/`normalize`
+    override what its sentence-transformers folder says (and are required when it says nothing)."""
+    try:
+        loaded = hf.load_pretrained(name_or_path)
+    except hf.ModelLoadError as error:
+        raise hf.ModelLoadError(f"teacher: {error}") from error
+    check_vocabulary(loaded.config, loaded.tokenizer, f"teacher {name_or_path}")
+    folder = Path(loaded.source)
+    unsupported = st_folder.unsupported_modules(folder, loaded.config.hidden_size)
+    if unsupported:
+        raise ValueError(f"teacher {name_or_path}: its sentence-transformers modules {', '.join(unsupported)} "
+                         "are not reproduced here, so its embeddings would not be its own")
+    described = st_folder.read_pooler(folder)
+    if pooler:
+        if pooler not in POOLERS:
+            raise ValueError(f"config.distill.teacher_pooler: unknown pooler {pooler!r}; expected one of {POOLERS}")
+        apply_mlp = pooler == "cls" and loaded.found_mlp
+    elif described is not None:
+        pooler, apply_mlp = described
+    else:
+        raise ValueError(f"teacher {name_or_path} is not a sentence-transformers folder (no Pooling module): "
+                         "set config.distill.teacher_pooler (and config.distill.teacher_normalize)")
+    if normalize is None:
+        normalize = st_folder.normalizes(folder)
+    positions = loaded.config.max_position_embeddings
+    limit = min(positions, _folder_max_length(folder) or positions)
+    return Teacher(loaded.config, loaded.params, loaded.tokenizer, pooler, apply_mlp, bool(normalize),
+                   min(max_length, limit) if max_length > 0 else limit, str(folder))
+
+
+def embed_corpus(teacher: Teacher, sentences: Sequence[str], batch_size: int = 128) -> np.ndarray:
+    """[N, D] float32 teacher embeddings, deterministic (no dropout), bucketed by length."""
+    from distilface_jax.inference import make_embed_fn
+    embed = make_embed_fn(teacher.config, teacher.params, teacher.tokenizer, pooler=teacher.pooler,
+                          apply_mlp=teacher.apply_mlp, normalize=teacher.normalize, max_length=teacher.max_length,
+                          batch_size=batch_size, progress=True)
+    return embed(sentences)
+
+
+def cache_path(cache_dir: str, corpus_name: str, corpus_fingerprint: dict, teacher: Teacher,
+               num_sentences: int) -> str:
+    """cache_dir/teacher.<corpus>.<hash>.npy; the hash covers the teacher (weights and pipeline),
+    the corpus (path, size, mtime) and the truncation length."""
+    key = json.dumps({"version": _CACHE_VERSION, "teacher": teacher.identity(), "corpus": corpus_fingerprint,
+                      "max_length": teacher.max_length, "num_sentences": num_sentences}, sort_keys=True)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:20]
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", os.path.basename(corpus_name.rstrip("/")))[:60]
+    return os.path.join(cache_dir, f"teacher.{stem}.{digest}.npy")
+
+
+def cached_embeddings(teacher: Teacher, sentences: Sequence[str], path: Optional[str],
+                      compute: Callable[[Teacher, Sequence[str]], np.ndarray] = embed_corpus
+                      ) -> tuple[np.ndarray, bool]:
+    """(embeddings [N, D], read_from_cache). Written atomically: a reader sees all or nothing."""
+    if path and os.path.exists(path):
+        embeddings = np.load(path, allow_pickle=False)  # never unpickle
+        if embeddings.shape == (len(sentences), teacher.width) and np.all(np.isfinite(embeddings)):
+            logger.info("teacher embeddings cache hit: %s", path)
+            return embeddings, True
+        logger.warning("ignoring teacher cache %s (shape %s, expected %s)", path, embeddings.shape,
+                       (len(sentences), teacher.width))
+    embeddings = np.asarray(compute(teacher, sentences), np.float32)
+    if path:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with atomic_file(path) as handle:
+            np.save(handle, embeddings)
+        logger.info("teacher embeddings of %d sentences -> %s", len(sentences), path)
+    return embeddings, False

@@ -73,9 +73,10 @@ def check_resumable(saved: dict, current: dict, saved_model: dict, current_model
     """Raises ConfigMismatchError naming every run-defining setting that changed (the run's
     length only when `extend` is not set: see run_extension.py)."""
     keys = RUN_DEFINING_KEYS + (() if current.get("extend") else EXTENSION_KEYS)
+    changed = [key for key in keys if _lookup(saved, key) != _lookup(current, key)]
     differences = [f"{key}: checkpoint has {_lookup(saved, key)!r}, config has {_lookup(current, key)!r}"
-                   for key in keys if _lookup(saved, key) != _lookup(current, key)]
-    if any(key in EXTENSION_KEYS for key in keys if _lookup(saved, key) != _lookup(current, key)):
+                   for key in changed]
+    if any(key in EXTENSION_KEYS for key in changed):
         differences.append("to continue this run to the new length, pass --config.extend=True")
     differences += [f"model shape {key}: checkpoint has {saved_model.get(key)!r}, now {current_model.get(key)!r}"
                     for key in sorted(set(saved_model) | set(current_model))
@@ -301,8 +302,9 @@ def _build_step(config, encoder_config, tokenizer, mesh, optimizer, schedule, nu
 
 def _final_test(evaluator, params, writer, workdir: str, step: int, evaluated_step: int, *, best: bool) -> dict:
     """The 7-task STS test of `params`: logged, written to sts_test.json and printed (process 0)."""
+    label = "best step" if best else "step"
     if jax.process_index() == 0:
-        print(f"test of {'best step' if best else 'step'} {evaluated_step}: evaluating 7 tasks ...",
+        print(f"test of {label} {evaluated_step}: evaluating 7 tasks ...",
               file=sys.stderr, flush=True)
     results = evaluator.run(params, sts.load_suite(evaluator.sts_dir, mode="test"))
     writer.write(step, {"split": "test", "evaluated_step": evaluated_step,
@@ -310,7 +312,6 @@ def _final_test(evaluator, params, writer, workdir: str, step: int, evaluated_st
     if jax.process_index() == 0:
         workdir_files.write_text(workdir_files.path(workdir, "sts_test.json"),
                                  json.dumps(json_value(results), indent=2, allow_nan=False))
-        label = "best step" if best else "step"
         print(sts.format_table(results, title=f"STS test, {label} {evaluated_step}"), flush=True)
     return results
 

@@ -93,7 +93,8 @@ def build_embed_fn(args: argparse.Namespace, *, normalize: bool = False, progres
     model, pooler, apply_mlp, folder_normalizes = load_model(args)
     # A folder whose sentence-transformers pipeline normalises gets the same unit vectors here.
     return make_embed_fn(model.config, model.params, model.tokenizer, pooler=pooler, batch_size=args.batch_size,
-                         max_length=args.max_length, normalize=normalize or folder_normalizes, progress=progress,
-                         apply_mlp=apply_mlp, tokens_per_batch=args.tokens_per_batch)
+                         max_length=args.max_length or getattr(model, "max_length", None),
+                         normalize=normalize or folder_normalizes, progress=progress, apply_mlp=apply_mlp,
+                         tokens_per_batch=args.tokens_per_batch, project=getattr(model, "project", False))
 
 

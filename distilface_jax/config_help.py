@@ -61,7 +61,8 @@ KEY_HELP = {
     "distill.teacher_in_step": "distillation: run the teacher in every step instead of caching its embeddings",
     "distill.contrastive_weight": "distillation: weight of InfoNCE, student vs every teacher embedding of the batch",
     "distill.temperature": "distillation: temperature of that InfoNCE term",
-    "distill.teacher_batch_size": "distillation: sentences per batch when caching teacher embeddings",
+    "distill.teacher_batch_size": "distillation: sentences per batch and device when caching teacher embeddings",
+    "distill.keep_projection": "distillation, widths differ: keep the D_s→D_t map in the model (evaluated, exported)",
     "eval.final_test": "7-task STS test of the best checkpoint at the end",
 }
 

@@ -5,8 +5,10 @@ Writes a folder that `transformers.AutoModel.from_pretrained(OUT_DIR)` and
 the tokenizer, and the sentence-transformers modules for the run's evaluation pooler. The
 MLP head follows the recipe: dropped when it was train-only (`mlp_only_train`, unsupervised
 SimCSE), kept as a Dense(tanh) module otherwise (for BERT also as HF's pooler).
-A distilled student (configs/distill_*.py) gets its teacher's pipeline: its pooling, and a
-Normalize module when the teacher normalises.
+A distilled student (configs/distill_*.py) gets its teacher's pipeline: its pooling, its
+truncation length, and a Normalize module when the teacher normalises; a student narrower than
+its teacher trained with `distill.keep_projection=True` also gets its width map as a linear
+Dense module (Pooling → Dense → Normalize), so it gives teacher-wide embeddings.
 A single-process tool (on a pod, `launch/tpu_pod.sh` runs it on worker 0 with JAX_PLATFORMS=cpu);
 the folder appears whole or not at all. `--step best` exports the checkpoint with the highest
 STS-B dev score (WORKDIR/best/, what `launch/tpu_pod.sh` exports); a number, that step's
@@ -57,11 +59,13 @@ def _export(args) -> int:
         model = run_model.load_run_model(args.workdir, step=args.step)
         out = hf.save_pretrained(args.out, model.config, model.params, model.tokenizer, pooler=model.pooler,
                                  keep_mlp=model.apply_mlp, normalize=args.normalize or model.normalize,
-                                 overwrite=args.overwrite)
+                                 projection=model.params["projection"] if model.project else None,
+                                 max_seq_length=model.max_length, overwrite=args.overwrite)
     except (FileNotFoundError, FileExistsError, ValueError, KeyError) as error:
         raise UsageError(str(error).strip("'\"")) from error
     print(f"exported step {model.step} of {args.workdir} ({model.config.model_type}, pooler {model.pooler}"
-          f"{', MLP head kept' if model.pooler == 'cls' and model.apply_mlp else ''}) to {out}", file=sys.stderr)
+          f"{', MLP head kept' if model.pooler == 'cls' and model.apply_mlp else ''}"
+          f"{', width map kept' if model.project else ''}) to {out}", file=sys.stderr)
     return 0
 
 

@@ -246,7 +246,8 @@ def to_hf_state_dict(config: EncoderConfig, params: dict) -> dict[str, np.ndarra
 
 def save_pretrained(out_dir: str | os.PathLike, config: EncoderConfig, params: dict, tokenizer, *,
                     pooler: str = "cls", keep_mlp: bool = True, normalize: bool = False,
-                    max_seq_length: Optional[int] = None, overwrite: bool = False) -> Path:
+                    max_seq_length: Optional[int] = None, overwrite: bool = False,
+                    projection: Optional[dict] = None) -> Path:
     """Writes a folder that `transformers.AutoModel` and `sentence_transformers.SentenceTransformer` load.
 
     Atomic: everything is written to a temporary sibling, then renamed, so a failure leaves
@@ -263,6 +264,6 @@ def save_pretrained(out_dir: str | os.PathLike, config: EncoderConfig, params: d
         save_file(to_hf_state_dict(config, params), str(staging / "model.safetensors"), metadata={"format": "pt"})
         tokenizer.save_pretrained(str(staging))
         st_folder.write_sentence_transformers_files(
-            staging, config, params, pooler=pooler, keep_mlp=keep_mlp, normalize=normalize,
+            staging, config, params, pooler=pooler, keep_mlp=keep_mlp, normalize=normalize, projection=projection,
             max_seq_length=max_seq_length or min(512, config.max_position_embeddings))
     return Path(out_dir)

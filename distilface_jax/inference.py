@@ -22,19 +22,26 @@ from distilface_jax.inference_batches import (DEFAULT_TOKENS_PER_ROW, MIN_BUCKET
 from distilface_jax.models.config import EncoderConfig
 from distilface_jax.models.sentence_model import SentenceEncoder
 
+PROJECTION = "projection"  # params subtree of a distilled student's learned width map D_s → D_t
+
 _HOST_FETCH_EVERY = 32  # batches kept in flight before waiting for the oldest one
 
 
 @functools.lru_cache(maxsize=32)
 def _compiled_embedder(config: EncoderConfig, pooler: str, dtype_name: str, attention_impl: str,
-                       apply_mlp: bool, normalize: bool):
+                       apply_mlp: bool, normalize: bool, project: bool = False):
     """One jitted function per model shape and pooler, reused across calls (and training evals)."""
     model = SentenceEncoder(config, pooler=pooler, dtype=jnp.dtype(dtype_name), attention_impl=attention_impl)
 
     @jax.jit
-    def embed(params, input_ids, attention_mask):  # [B, L] → [B, H]
-        embeddings = model.apply({"params": params}, input_ids, attention_mask,
+    def embed(params, input_ids, attention_mask):  # [B, L] → [B, H] (→ [B, D_t] projected)
+        encoder_params = {name: value for name, value in params.items() if name != PROJECTION}
+        embeddings = model.apply({"params": encoder_params}, input_ids, attention_mask,
                                  deterministic=True, apply_mlp=apply_mlp)
+        if project:  # A distilled student's width map, kept for inference: pool → project → normalize.
+            projection = params[PROJECTION]
+            embeddings = jnp.matmul(embeddings.astype(jnp.float32), projection["kernel"],
+                                    precision=jax.lax.Precision.HIGHEST) + projection["bias"]
         if normalize:
             embeddings = embeddings / jnp.maximum(jnp.linalg.norm(embeddings, axis=-1, keepdims=True), 1e-12)
         return embeddings
@@ -54,13 +61,17 @@ def model_max_length(config: EncoderConfig, tokenizer) -> int:
 def make_embed_fn(config: EncoderConfig, params, tokenizer, *, pooler: str = "avg", batch_size: int = 128,
                   max_length: Optional[int] = None, dtype=jnp.float32, normalize: bool = False,
                   progress: bool = False, attention_impl: str = "xla", apply_mlp: bool = True,
-                  tokens_per_batch: Optional[int] = None) -> Callable[[Sequence[str]], np.ndarray]:
+                  tokens_per_batch: Optional[int] = None, project: bool = False,
+                  devices: Optional[Sequence[jax.Device]] = None) -> Callable[[Sequence[str]], np.ndarray]:
     """Returns `embed(sentences) -> np.ndarray [N, H] float32`; row i embeds sentences[i].
 
     `max_length` truncates (default: the model's own limit, so nothing is cut short that the
     model could read). `tokens_per_batch` bounds rows x padded length of a batch (default
     `batch_size * DEFAULT_TOKENS_PER_ROW`); `batch_size` bounds its rows. `embed.compiled_shapes`
-    records every (rows, length) shape it ran.
+    records every (rows, length) shape it ran. `project`: apply `params["projection"]` (a
+    distilled student's kept width map) after pooling, before normalising. `devices` (this
+    process's, e.g. `jax.local_devices()`): each batch's rows are split over them, the params
+    replicated (data parallel); default: the first device alone.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -70,23 +81,33 @@ def make_embed_fn(config: EncoderConfig, params, tokenizer, *, pooler: str = "av
     limit = model_max_length(config, tokenizer)
     max_length = min(max_length or limit, limit)
     buckets = bucket_lengths(max_length)
-    embed_batch = _compiled_embedder(config, pooler, jnp.dtype(dtype).name, attention_impl, apply_mlp, normalize)
-    params = jax.device_put(params)
+    embed_batch = _compiled_embedder(config, pooler, jnp.dtype(dtype).name, attention_impl, apply_mlp, normalize,
+                                     project)
+    width = int(np.shape(params[PROJECTION]["kernel"])[1]) if project else config.hidden_size
+    num_devices = len(devices) if devices else 1
+    if num_devices > 1:
+        mesh = jax.sharding.Mesh(np.asarray(devices), ("batch",))
+        rows_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch"))
+        params = jax.device_put(params, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+    else:
+        rows_sharding = None
+        params = jax.device_put(params, devices[0] if devices else None)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else config.pad_token_id
     compiled_shapes: set[tuple[int, int]] = set()
 
     def embed(sentences: Sequence[str]) -> np.ndarray:
         sentences = list(sentences)
         if not sentences:
-            return np.zeros((0, config.hidden_size), np.float32)
+            return np.zeros((0, width), np.float32)
         token_ids = tokenizer(sentences, truncation=True, max_length=max_length, padding=False,
                               return_attention_mask=False, return_token_type_ids=False)["input_ids"]
         lengths = np.array([len(ids) for ids in token_ids])
-        result = np.zeros((len(sentences), config.hidden_size), np.float32)
+        result = np.zeros((len(sentences), width), np.float32)
         pending: list[tuple[np.ndarray, jax.Array]] = []
         bar = _progress_bar(len(sentences)) if progress else None
         for indices, rows, length in plan_batches(lengths, buckets, batch_size=batch_size,
                                                   tokens_per_batch=tokens_per_batch):
+            rows = -(-rows // num_devices) * num_devices  # Every device gets the same number of rows.
             input_ids = np.full((rows, length), pad_id, np.int32)
             attention_mask = np.zeros((rows, length), np.int32)
             attention_mask[:, 0] = 1  # Filler rows attend to one token, so no 0/0 in masked means.
@@ -95,6 +116,8 @@ def make_embed_fn(config: EncoderConfig, params, tokenizer, *, pooler: str = "av
                 input_ids[row, :len(ids)] = ids
                 attention_mask[row, :len(ids)] = 1
             compiled_shapes.add((rows, length))
+            if rows_sharding is not None:
+                input_ids, attention_mask = jax.device_put((input_ids, attention_mask), rows_sharding)
             # Dispatch without waiting: the host tokenizes/pads the next batch while the device runs.
             pending.append((indices, embed_batch(params, input_ids, attention_mask)))
             # Collect what has finished (never waits), and wait only when too much is in flight.
@@ -109,6 +132,7 @@ def make_embed_fn(config: EncoderConfig, params, tokenizer, *, pooler: str = "av
 
     embed.compiled_shapes = compiled_shapes
     embed.max_length = max_length
+    embed.num_devices = num_devices
     return embed
 
 

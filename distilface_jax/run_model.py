@@ -40,6 +40,8 @@ class RunModel:
     apply_mlp: bool  # False when the recipe trains the MLP head only (mlp_only_train)
     step: int = 0
     normalize: bool = False  # a distilled student normalises as its teacher does
+    project: bool = False  # a distilled student whose width map D_s → D_t is part of the model
+    max_length: Optional[int] = None  # a distilled student reads as many tokens as its teacher
 
 
 def builtin_dir(workdir: str) -> str:
@@ -128,6 +130,7 @@ def with_legacy_keys(saved: dict, current: dict, checkpoint_has_mlp: bool) -> di
         where the checkpoint carries one, else "random".
       loss.mlm_tie_decoder: that code tied the MLM decoder to the word embeddings (True); with
         no MLM loss there is no decoder, and the current value is taken.
+      distill.keep_projection: that code always dropped a student's width map (False).
     A pooler other than 'cls' never applies the MLP in training, so there the current value is
     taken too. Keys already present are left as they are.
     """
@@ -139,6 +142,8 @@ def with_legacy_keys(saved: dict, current: dict, checkpoint_has_mlp: bool) -> di
             else current["model"]["mlp_init"]
     if "mlm_tie_decoder" not in loss:
         loss["mlm_tie_decoder"] = True if loss.get("do_mlm") else current["loss"]["mlm_tie_decoder"]
+    if "distill" in filled and "keep_projection" not in filled["distill"]:
+        filled["distill"]["keep_projection"] = False  # That code dropped the width map at export.
     return filled
 
 
@@ -198,4 +203,6 @@ def load_run_model(workdir: str, step: Optional[str] = None) -> RunModel:
     params = runs.restore_params(number, checkpoint.abstract_like(shapes, device), best=best)
     runs.close()
     return RunModel(encoder_config, params, tokenizer, pooler, apply_mlp, number,
-                    normalize=bool(distilled.get("normalize", False)))
+                    normalize=bool(distilled.get("normalize", False)),
+                    project=bool(distilled.get("projection") and distilled.get("keep_projection")),
+                    max_length=distilled.get("max_length"))

@@ -5,6 +5,7 @@ Layout (as `SentenceTransformer.save` writes it):
     sentence_bert_config.json    max_seq_length
     1_Pooling/config.json        CLS or mean pooling, matching our pooler
     2_Dense/                     SimCSE's MLP head (Linear + tanh) when the recipe keeps it
+    N_Dense/                     a distilled student's kept width map D_s → D_t (Linear, identity)
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 from distilface_jax.models.config import EncoderConfig
 
 _TANH = "torch.nn.modules.activation.Tanh"
+_IDENTITY = "torch.nn.modules.linear.Identity"
 # Poolers that sentence-transformers' Pooling module can express (its Transformer module only
 # exposes the last layer, so the multi-layer averages cannot be exported as ST modules).
 ST_POOLING_MODE = {"cls": "cls", "cls_before_pooler": "cls", "avg": "mean"}
@@ -28,10 +30,21 @@ def _write_json(path: Path, value) -> None:
     path.write_text(json.dumps(value, indent=2) + "\n")
 
 
-def write_sentence_transformers_files(folder: Path, config: EncoderConfig, params: dict, *, pooler: str,
-                                      keep_mlp: bool, normalize: bool, max_seq_length: int) -> None:
+def _write_dense(folder: Path, kernel, bias, activation: str) -> None:
+    """A sentence-transformers Dense module: y = activation(x W + b); torch's Linear stores Wᵀ."""
     from safetensors.numpy import save_file
+    kernel = np.asarray(kernel, np.float32)  # [in, out]
+    _write_json(folder / "config.json", {"in_features": kernel.shape[0], "out_features": kernel.shape[1],
+                                         "bias": True, "activation_function": activation})
+    save_file({"linear.weight": np.ascontiguousarray(kernel.T), "linear.bias": np.asarray(bias, np.float32)},
+              str(folder / "model.safetensors"))
 
+
+def write_sentence_transformers_files(folder: Path, config: EncoderConfig, params: dict, *, pooler: str,
+                                      keep_mlp: bool, normalize: bool, max_seq_length: int,
+                                      projection: Optional[dict] = None) -> None:
+    """`projection` ({"kernel" [D_s, D_t], "bias" [D_t]}): a linear Dense module after pooling
+    (and after the MLP head), before Normalize, as the distilled student was trained."""
     if pooler not in ST_POOLING_MODE:
         raise ValueError(f"pooler {pooler!r} cannot be expressed with sentence-transformers modules; "
                          f"export with one of {sorted(ST_POOLING_MODE)}")
@@ -52,13 +65,13 @@ def write_sentence_transformers_files(folder: Path, config: EncoderConfig, param
     })
     if pooler == "cls" and keep_mlp:
         dense = params["mlp"]["dense"]
-        _write_json(folder / "2_Dense" / "config.json", {
-            "in_features": config.hidden_size, "out_features": config.hidden_size,
-            "bias": True, "activation_function": _TANH})
-        save_file({"linear.weight": np.ascontiguousarray(np.asarray(dense["kernel"], np.float32).T),
-                   "linear.bias": np.asarray(dense["bias"], np.float32)},
-                  str(folder / "2_Dense" / "model.safetensors"))
+        _write_dense(folder / "2_Dense", dense["kernel"], dense["bias"], _TANH)
         modules.append({"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"})
+    if projection is not None:
+        index = len(modules)
+        _write_dense(folder / f"{index}_Dense", projection["kernel"], projection["bias"], _IDENTITY)
+        modules.append({"idx": index, "name": str(index), "path": f"{index}_Dense",
+                        "type": "sentence_transformers.models.Dense"})
     if normalize:
         index = len(modules)
         modules.append({"idx": index, "name": str(index), "path": f"{index}_Normalize",

@@ -22,7 +22,7 @@ import numpy as np
 
 from distilface_jax import checkpoint, data, profiling, run_model, sharding, sts, train_state, workdir_files
 from distilface_jax.distill import run as distill_run
-from distilface_jax.inference import make_embed_fn
+from distilface_jax.inference import PROJECTION, make_embed_fn
 from distilface_jax.interrupts import StopSignals
 from distilface_jax.metrics_writer import MetricsWriter, json_value, read_metrics, rewind_metrics
 from distilface_jax.models.sentence_model import SentenceEncoder
@@ -102,6 +102,7 @@ class _Evaluator:
     def __init__(self, config, encoder_config, tokenizer, workdir: str):
         self.sts_dir = run_model.resolve_builtin(config.eval.sts_dir, workdir, "sts")
         self.pooler, self.apply_mlp = run_model.eval_pooling(config.model)
+        self.project = distill_run.keeps_projection(config)  # Dev scores the model that is exported.
         self.encoder_config, self.tokenizer, self.batch_size = encoder_config, tokenizer, config.eval.batch_size
         self.dev_suite = sts.load_suite(self.sts_dir, mode="dev") if config.eval_every > 0 else None
 
@@ -117,7 +118,8 @@ class _Evaluator:
 
     def _run(self, params, suite) -> dict:
         embed = make_embed_fn(self.encoder_config, sharding.local_copy(params), self.tokenizer, pooler=self.pooler,
-                              apply_mlp=self.apply_mlp, batch_size=self.batch_size)
+                              apply_mlp=self.apply_mlp, batch_size=self.batch_size,
+                              project=self.project and PROJECTION in params)
         return sts.evaluate_suite(embed, suite)
 
 

@@ -183,3 +183,60 @@ def test_bad_input_is_one_clear_error(case, teacher_dir, corpus, tmp_path):
         trainer.train_and_evaluate(config, str(tmp_path / "run"))
     assert "\n" not in str(raised.value)
     assert not (tmp_path / "run" / "checkpoints").exists()  # Nothing half-started.
+
+
+# ----------------------------------------------------------------------------- width map kept
+
+
+def _narrow_distilbert(folder: Path, width: int = 16) -> Path:
+    """A student half as wide as the 32-wide teacher, with the same tokenizer."""
+    import torch
+    import transformers
+    torch.manual_seed(3)
+    tokenizer = make_tokenizer(folder)
+    config = transformers.DistilBertConfig(vocab_size=tokenizer.vocab_size, dim=width, n_layers=1, n_heads=2,
+                                           hidden_dim=2 * width, max_position_embeddings=64)
+    transformers.DistilBertModel(config).save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
+    return folder
+
+
+def test_a_kept_width_map_is_evaluated_and_exported_as_a_dense_module(teacher_dir, corpus, tmp_path):
+    """distill.keep_projection=True: the narrow student's D_s→D_t map is part of the model. The
+    export (Transformer → Pooling → Dense → Normalize) loaded by sentence-transformers gives the
+    teacher-wide embeddings of `encode --workdir`, which are the student's pooled output through
+    the checkpoint's map, normalised (numpy)."""
+    from sentence_transformers import SentenceTransformer
+
+    student_dir = _narrow_distilbert(tmp_path / "narrow")
+    config = distill_config(teacher_dir, corpus, tmp_path / "cache", distill__student_layers=None,
+                            distill__keep_projection=True, model__name_or_path=str(student_dir), max_steps=2,
+                            eval_every=2, checkpoint_every=2)
+    workdir = tmp_path / "run"
+    trainer.train_and_evaluate(config, str(workdir))
+    out = tmp_path / "student"
+    assert export.main(["--workdir", str(workdir), "--out", str(out)]) == 0
+    modules = json.loads((out / "modules.json").read_text())
+    assert [m["type"].rsplit(".", 1)[-1] for m in modules] == ["Transformer", "Pooling", "Dense", "Normalize"]
+    assert json.loads((out / "sentence_bert_config.json").read_text())["max_seq_length"] == 64  # the teacher's
+    sentences = tmp_path / "sentences.txt"
+    sentences.write_text("\n".join(SENTENCES) + "\n")
+    assert encode.main(["--workdir", str(workdir), "--input", str(sentences), "--output", str(tmp_path / "o.npy")]) == 0
+    ours = np.load(tmp_path / "o.npy")
+    assert ours.shape == (len(SENTENCES), 32)  # teacher-wide
+    theirs = SentenceTransformer(str(out), device="cpu").encode(SENTENCES, convert_to_numpy=True)
+    np.testing.assert_allclose(ours, theirs, atol=2e-5)
+
+    # Reference: HF's own DistilBERT on the exported weights, mean pooled, through the saved map.
+    import torch
+    import transformers
+    run = load_run_model(str(workdir))
+    kernel, bias = (np.asarray(run.params["projection"][k]) for k in ("kernel", "bias"))
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(out))
+    batch = tokenizer(SENTENCES, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        hidden = transformers.AutoModel.from_pretrained(str(out))(**batch).last_hidden_state.numpy()
+    mask = batch["attention_mask"].numpy()[..., None]
+    reference = ((hidden * mask).sum(1) / mask.sum(1)) @ kernel + bias
+    reference /= np.linalg.norm(reference, axis=1, keepdims=True)
+    np.testing.assert_allclose(ours, reference, atol=2e-5)

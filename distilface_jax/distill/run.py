@@ -9,6 +9,10 @@ A config distils when it has a `distill` block with a teacher (`configs/distill_
     distill.student_layers     [] = the student is config.model.name_or_path; else these teacher layers
     distill.teacher_in_step    False = teacher embeddings computed once and cached
     distill.contrastive_weight, distill.temperature   the optional InfoNCE term (objective.py)
+    distill.keep_projection    when the widths differ: False = the student's own D_s-wide
+                               embedding is evaluated and exported (the width map is a training
+                               head); True = the map is part of the model (dev evaluation, encode,
+                               export as a sentence-transformers Dense module), embeddings D_t wide
 The student's pooler is `model.pooler`; it normalises exactly when the teacher does, so the
 exported sentence-transformers folder has the teacher's pipeline.
 """
@@ -51,12 +55,18 @@ def distill_block() -> ml_collections.ConfigDict:
     block.teacher_in_step = False
     block.contrastive_weight = 0.0
     block.temperature = 0.05
-    block.teacher_batch_size = 128
+    block.teacher_batch_size = 128  # per device
+    block.keep_projection = False
     return block
 
 
 def enabled(config) -> bool:
     return "distill" in config and bool(config.distill.teacher)
+
+
+def keeps_projection(config) -> bool:
+    """True when a width map D_s → D_t is part of the trained model (evaluated and exported)."""
+    return enabled(config) and bool(config.distill.get("keep_projection", False))
 
 
 @dataclasses.dataclass
@@ -107,12 +117,15 @@ class Distiller:
         return make_distill_step(model, optimizer, schedule, mesh, self.settings, state_sharding, teacher_model,
                                  teacher_params)
 
-    def describe(self, workdir: str) -> None:
+    def describe(self, workdir: str, keep_projection: bool) -> None:
         """WORKDIR/distill.json: what evaluate/encode/export need beyond the SimCSE run files."""
+        has_projection = PROJECTION in self.student_params
         description = {"teacher": self.teacher.source, "teacher_pooler": self.teacher.pooler,
                        "normalize": self.settings.normalize,
                        "projection": (list(np.shape(self.student_params[PROJECTION]["kernel"]))
-                                      if PROJECTION in self.student_params else None)}
+                                      if has_projection else None),
+                       "keep_projection": bool(keep_projection and has_projection),
+                       "max_length": self.teacher.max_length}
         workdir_files.write_text(workdir_files.path(workdir, DESCRIPTION_FILE), json.dumps(description, indent=2))
 
 
@@ -166,7 +179,7 @@ def prepare(config, workdir: str) -> Distiller:
                                temperature=distill.temperature, contrastive_weight=distill.contrastive_weight)
     distiller = Distiller(teacher, settings, student_config, params, tokenizer)
     if jax.process_index() == 0:
-        distiller.describe(workdir)
+        distiller.describe(workdir, keeps_projection(config))
     logger.info("student: %d layers, %d parameters; teacher %s: %d layers, pooler %s%s", student_config.num_layers,
                 student_lib.count_parameters(params), teacher.source, teacher.config.num_layers, teacher.pooler,
                 ", normalized" if teacher.normalize else "")

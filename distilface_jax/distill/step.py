@@ -20,10 +20,10 @@ from jax.sharding import Mesh, PartitionSpec as P
 
 from distilface_jax import losses, train_step
 from distilface_jax.distill import objective
+from distilface_jax.inference import PROJECTION  # noqa: F401  (re-used by distill/run.py)
 from distilface_jax.models.sentence_model import SentenceEncoder
 from distilface_jax.sharding import DATA_AXIS, batch_sharded, replicated
 
-PROJECTION = "projection"  # parameter subtree of the optional student → teacher width map
 TEACHER_EMBEDDING = "teacher_embedding"  # batch key of cached teacher embeddings, float32 [B, D]
 TEACHER_PREFIX = "teacher_"  # batch keys of the teacher's own tokens (teacher in the step)
 _TOKEN_KEYS = ("input_ids", "attention_mask", "token_type_ids")

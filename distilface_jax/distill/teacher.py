@@ -3,9 +3,11 @@ its embeddings of a training corpus.
 
 The teacher's embedding is what its sentence-transformers folder computes (Pooling, then
 Normalize when listed), unless the config names the pooling. Its embeddings of a fixed corpus
-never change, so they are computed once (bucketed by length, no dropout) and cached beside
-the tokenized data, keyed by the teacher's weights, the corpus and the pipeline settings:
-every later epoch, resumed run or new run with the same teacher reads the file instead.
+never change, so they are computed once (bucketed by length, no dropout, sharded: each host
+embeds every P-th sentence with its batches split over its local devices, and the slices are
+all-gathered) and cached beside the tokenized data, keyed by the teacher's weights, the corpus
+and the pipeline settings: every later epoch, resumed run or new run with the same teacher reads
+the file instead.
 """
 
 from __future__ import annotations
@@ -100,12 +102,56 @@ def load_teacher(name_or_path: str, *, pooler: str = "", normalize: Optional[boo
 
 
 def embed_corpus(teacher: Teacher, sentences: Sequence[str], batch_size: int = 128) -> np.ndarray:
-    """[N, D] float32 teacher embeddings, deterministic (no dropout), bucketed by length."""
+    """[N, D] float32 teacher embeddings, deterministic (no dropout), bucketed by length, the
+    work sharded over every device of every process; each process returns all N rows.
+
+    A collective: in a multi-process run every process must call it (see `cached_embeddings`).
+    Rows are dealt out strided (process p embeds sentences p, p+P, ...), so each host gets the
+    same mix of lengths rather than one host all the long ones.
+    """
     from distilface_jax.inference import make_embed_fn
+    count, index = jax.process_count(), jax.process_index()
+    # Per-device batches as in a single-device run: the global row count scales with the devices.
+    devices = jax.local_devices()
     embed = make_embed_fn(teacher.config, teacher.params, teacher.tokenizer, pooler=teacher.pooler,
                           apply_mlp=teacher.apply_mlp, normalize=teacher.normalize, max_length=teacher.max_length,
-                          batch_size=batch_size, progress=True)
-    return embed(sentences)
+                          batch_size=batch_size * len(devices), progress=index == 0, devices=devices)
+    mine = embed(list(sentences[index::count]))  # [ceil((N - index) / P), D]
+    if count == 1:
+        return mine
+    from jax.experimental import multihost_utils
+    rows = -(-len(sentences) // count)
+    padded = np.zeros((rows, teacher.width), np.float32)  # process_allgather needs equal shapes
+    padded[:len(mine)] = mine
+    return assemble_strided(np.asarray(multihost_utils.process_allgather(padded)), len(sentences))
+
+
+def assemble_strided(gathered: np.ndarray, num_rows: int) -> np.ndarray:
+    """[P, ceil(N/P), D] slices (process p held rows p, p+P, ...; zero-padded) → the [N, D] table."""
+    count = gathered.shape[0]
+    table = np.empty((num_rows, gathered.shape[-1]), gathered.dtype)
+    for process in range(count):
+        held = len(range(process, num_rows, count))
+        table[process::count] = gathered[process, :held]
+    return table
+
+
+def _read_cache(path: Optional[str], shape: tuple[int, int]) -> Optional[np.ndarray]:
+    if not (path and os.path.exists(path)):
+        return None
+    embeddings = np.load(path, allow_pickle=False)  # never unpickle
+    if embeddings.shape == shape and np.all(np.isfinite(embeddings)):
+        return embeddings
+    logger.warning("ignoring teacher cache %s (shape %s, expected %s)", path, embeddings.shape, shape)
+    return None
+
+
+def _everywhere(flag: bool) -> bool:
+    """True when `flag` is True on every process (a collective in multi-process runs)."""
+    if jax.process_count() == 1:
+        return flag
+    from jax.experimental import multihost_utils
+    return bool(np.all(multihost_utils.process_allgather(np.asarray(flag, np.int32))))
 
 
 def cache_path(cache_dir: str, corpus_name: str, corpus_fingerprint: dict, teacher: Teacher,
@@ -122,14 +168,16 @@ def cache_path(cache_dir: str, corpus_name: str, corpus_fingerprint: dict, teach
 def cached_embeddings(teacher: Teacher, sentences: Sequence[str], path: Optional[str],
                       compute: Callable[[Teacher, Sequence[str]], np.ndarray] = embed_corpus
                       ) -> tuple[np.ndarray, bool]:
-    """(embeddings [N, D], read_from_cache). Written atomically: a reader sees all or nothing."""
-    if path and os.path.exists(path):
-        embeddings = np.load(path, allow_pickle=False)  # never unpickle
-        if embeddings.shape == (len(sentences), teacher.width) and np.all(np.isfinite(embeddings)):
-            logger.info("teacher embeddings cache hit: %s", path)
-            return embeddings, True
-        logger.warning("ignoring teacher cache %s (shape %s, expected %s)", path, embeddings.shape,
-                       (len(sentences), teacher.width))
+    """(embeddings [N, D], read_from_cache). Written atomically: a reader sees all or nothing.
+
+    In a multi-process run the processes agree first: the cache is read only when every host
+    finds it (a per-host cache folder may exist on some hosts only), else all compute together,
+    since `compute` is a collective.
+    """
+    embeddings = _read_cache(path, (len(sentences), teacher.width))
+    if _everywhere(embeddings is not None):
+        logger.info("teacher embeddings cache hit: %s", path)
+        return embeddings, True
     embeddings = np.asarray(compute(teacher, sentences), np.float32)
     if path:
         os.makedirs(os.path.dirname(path), exist_ok=True)

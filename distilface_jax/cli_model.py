@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -73,16 +74,20 @@ def load_model(args: argparse.Namespace):
     described = st_folder.read_pooler(folder)
     # The folder's own sentence-transformers pooling, unless told otherwise; else mean pooling.
     pooler, apply_mlp = (args.pooler, True) if args.pooler else (described or ("avg", True))
-    unsupported = st_folder.unsupported_modules(folder, model.config.hidden_size)
+    unsupported = st_folder.unsupported_modules(folder, model.config.hidden_size, linear_dense_supported=True)
     if unsupported:
         print(f"warning: {folder}: sentence-transformers modules not applied here: {', '.join(unsupported)}",
               file=sys.stderr)
+    projection = st_folder.read_linear_dense(folder)  # A distilled student's kept width map.
+    if projection is not None:
+        from distilface_jax.inference import PROJECTION
+        model = dataclasses.replace(model, params={**model.params, PROJECTION: projection})
     return model, pooler, apply_mlp, st_folder.normalizes(folder)
 
 
 def build_embed_fn(args: argparse.Namespace, *, normalize: bool = False, progress: bool = False):
     """The embedding function the model arguments describe."""
-    from distilface_jax.inference import make_embed_fn
+    from distilface_jax.inference import PROJECTION, make_embed_fn
 
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -91,10 +96,13 @@ def build_embed_fn(args: argparse.Namespace, *, normalize: bool = False, progres
     if args.tokens_per_batch is not None and args.tokens_per_batch < 1:
         raise UsageError(f"--tokens-per-batch must be >= 1, got {args.tokens_per_batch}")
     model, pooler, apply_mlp, folder_normalizes = load_model(args)
+    # A run says whether its width map is part of the model; a folder has one only if it is.
+    project = getattr(model, "project", None)
+    project = PROJECTION in model.params if project is None else project
     # A folder whose sentence-transformers pipeline normalises gets the same unit vectors here.
     return make_embed_fn(model.config, model.params, model.tokenizer, pooler=pooler, batch_size=args.batch_size,
                          max_length=args.max_length or getattr(model, "max_length", None),
                          normalize=normalize or folder_normalizes, progress=progress, apply_mlp=apply_mlp,
-                         tokens_per_batch=args.tokens_per_batch, project=getattr(model, "project", False))
+                         tokens_per_batch=args.tokens_per_batch, project=project)
 
 

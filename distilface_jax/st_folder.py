@@ -109,6 +109,31 @@ def read_mlp_dense(folder: Path, hidden_size: int) -> Optional[dict]:
             "bias": weights["linear.bias"].astype(np.float32)}
 
 
+def _linear_dense_path(folder: Path) -> Optional[str]:
+    """The folder of a linear Dense module (identity activation) after Pooling: the width map
+    of a student exported with `distill.keep_projection`; None when there is none."""
+    after_pooling = False
+    for module in _modules(folder):
+        kind = module.get("type", "")
+        after_pooling = after_pooling or kind.endswith("Pooling")
+        if after_pooling and kind.endswith("Dense"):
+            dense_config = json.loads((folder / module["path"] / "config.json").read_text())
+            if dense_config.get("activation_function") == _IDENTITY:
+                return module["path"]
+    return None
+
+
+def read_linear_dense(folder: Path) -> Optional[dict]:
+    """{"kernel" [D_s, D_t], "bias" [D_t]} of that module (the `projection` subtree), if any."""
+    path = _linear_dense_path(folder)
+    if path is None:
+        return None
+    from safetensors.numpy import load_file
+    weights = load_file(str(folder / path / "model.safetensors"))
+    return {"kernel": np.ascontiguousarray(weights["linear.weight"].T.astype(np.float32)),
+            "bias": weights["linear.bias"].astype(np.float32)}
+
+
 def read_pooler(folder: Path) -> Optional[tuple[str, bool]]:
     """(pooler, apply_mlp) that a sentence-transformers folder's modules describe, if it has them."""
     pooling = next((m for m in _modules(folder) if m.get("type", "").endswith("Pooling")), None)
@@ -133,14 +158,17 @@ def normalizes(folder: Path) -> bool:
     return any(m.get("type", "").endswith("Normalize") for m in _modules(folder))
 
 
-def unsupported_modules(folder: Path, hidden_size: int) -> list[str]:
+def unsupported_modules(folder: Path, hidden_size: int, linear_dense_supported: bool = False) -> list[str]:
     """Modules of a sentence-transformers folder that our embedder does not reproduce: anything
-    but Transformer, Pooling, Normalize and SimCSE's Dense(tanh) MLP head (e.g. a projection)."""
-    has_mlp = _mlp_dense_path(folder, hidden_size) is not None
+    but Transformer, Pooling, Normalize and SimCSE's Dense(tanh) MLP head (e.g. a projection).
+    `linear_dense_supported`: a linear Dense after Pooling (a kept width map) is applied too."""
+    supported_dense = {_mlp_dense_path(folder, hidden_size)} - {None}
+    if linear_dense_supported:
+        supported_dense |= {_linear_dense_path(folder)} - {None}
     unsupported = []
     for module in _modules(folder):
         kind = module.get("type", "")
-        if kind.endswith(("Transformer", "Pooling", "Normalize")) or (kind.endswith("Dense") and has_mlp):
+        if kind.endswith(("Transformer", "Pooling", "Normalize")) or module.get("path") in supported_dense:
             continue
         unsupported.append(f"{module.get('path') or '.'} ({kind})")
     return unsupported

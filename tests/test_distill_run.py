@@ -226,6 +226,9 @@ def test_a_kept_width_map_is_evaluated_and_exported_as_a_dense_module(teacher_di
     assert ours.shape == (len(SENTENCES), 32)  # teacher-wide
     theirs = SentenceTransformer(str(out), device="cpu").encode(SENTENCES, convert_to_numpy=True)
     np.testing.assert_allclose(ours, theirs, atol=2e-5)
+    # The exported folder read back by `encode --model` applies its Dense too.
+    assert encode.main(["--model", str(out), "--input", str(sentences), "--output", str(tmp_path / "f.npy")]) == 0
+    np.testing.assert_allclose(np.load(tmp_path / "f.npy"), theirs, atol=2e-5)
 
     # Reference: HF's own DistilBERT on the exported weights, mean pooled, through the saved map.
     import torch

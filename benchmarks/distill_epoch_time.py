@@ -33,7 +33,8 @@ def time_ours(args, round_index: int) -> float:
                "--workdir", str(workdir), f"--config.distill.teacher={args.teacher}",
                f"--config.data.train_file={args.train_file}", "--config.eval.sts_dir=unused",
                f"--config.distill.student_layers=[{','.join(map(str, args.layers))}]",
-               f"--config.max_steps={args.steps}", f"--config.log_every={args.warmup}", "--config.eval_every=0",
+               f"--config.max_steps={args.steps}", f"--config.data.max_seq_length={args.max_seq_length}",
+               f"--config.learning_rate={args.learning_rate}", f"--config.log_every={args.warmup}", "--config.eval_every=0",
                "--config.eval.final_test=False", f"--config.checkpoint_every={10 * args.steps}",
                f"--config.data.cache_dir={args.cache_dir}", *(f"--config.{item}" for item in args.override)]
     subprocess.run(command, check=True, cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)),
@@ -58,7 +59,7 @@ def time_peer(args, labels, sentences) -> float:
     auto_model.encoder.layer = torch.nn.ModuleList([layer for i, layer in enumerate(auto_model.encoder.layer)
                                                     if i in args.layers])
     auto_model.config.num_hidden_layers = len(args.layers)
-    student.max_seq_length = 32
+    student.max_seq_length = args.max_seq_length
     dataset = Dataset.from_dict({"sentence": sentences, "label": labels.tolist()})
     stamps = []
 
@@ -68,7 +69,7 @@ def time_peer(args, labels, sentences) -> float:
 
     training_args = SentenceTransformerTrainingArguments(
         output_dir=str(args.out / "peer_trainer"), max_steps=args.steps, per_device_train_batch_size=64,
-        learning_rate=1e-4, lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0,
+        learning_rate=args.learning_rate, lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0,
         save_strategy="no", logging_steps=1000, seed=0, dataloader_drop_last=True, report_to="none", use_cpu=True)
     SentenceTransformerTrainer(model=student, args=training_args, train_dataset=dataset, loss=MSELoss(student),
                                callbacks=[Stamp()]).train()
@@ -83,6 +84,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--layers", type=int, nargs="+", default=[0, 3, 5])
     parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--max-seq-length", type=int, default=64, help="both students (the config's)")
+    parser.add_argument("--learning-rate", type=float, default=2e-4, help="both students (the config's)")
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--override", nargs="*", default=[], help="extra KEY=VALUE config settings for ours")

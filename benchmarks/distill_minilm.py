@@ -204,8 +204,8 @@ def main() -> None:
     parser.add_argument("--layers", type=int, nargs="+", default=[0, 3, 5])
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--learning-rate", type=float, default=1e-4)
-    parser.add_argument("--max-seq-length", type=int, default=32)
+    parser.add_argument("--learning-rate", type=float, default=2e-4)  # configs/distill_minilm_l3.py
+    parser.add_argument("--max-seq-length", type=int, default=64)  # configs/distill_minilm_l3.py
     parser.add_argument("--out", type=Path, required=True, help="scratch folder for the runs")
     parser.add_argument("--json", type=Path, required=True)
     parser.add_argument("--cache-dir", type=Path, default=None, help="token/teacher cache (default: OUT/cache)")

@@ -105,6 +105,10 @@ def test_interrupted_run_resumes_bit_identical_and_the_teacher_runs_once(uninter
     monkeypatch.setattr(trainer, "_preempted", lambda flag, runs, step: step == 4 or real_preempted(flag, runs, step))
     first = trainer.train_and_evaluate(config, str(workdir))
     assert first.preempted and first.final_step == 4
+    # Written before distill.keep_projection existed: such a workdir resumes (read as False).
+    saved = json.loads((workdir / "config.json").read_text())
+    del saved["distill"]["keep_projection"]
+    (workdir / "config.json").write_text(json.dumps(saved))
     monkeypatch.setattr(trainer, "_preempted", real_preempted)
     second = trainer.train_and_evaluate(config, str(workdir))
     assert second.final_step == 8 and not second.preempted

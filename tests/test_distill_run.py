@@ -106,9 +106,10 @@ def test_interrupted_run_resumes_bit_identical_and_the_teacher_runs_once(uninter
     first = trainer.train_and_evaluate(config, str(workdir))
     assert first.preempted and first.final_step == 4
     # Written before distill.keep_projection existed: such a workdir resumes (read as False).
-    saved = json.loads((workdir / "config.json").read_text())
-    del saved["distill"]["keep_projection"]
-    (workdir / "config.json").write_text(json.dumps(saved))
+    for path in workdir.glob("checkpoints/*/meta/metadata"):  # The run config each checkpoint saved.
+        meta = json.loads(path.read_text())
+        del meta["config"]["distill"]["keep_projection"]
+        path.write_text(json.dumps(meta))
     monkeypatch.setattr(trainer, "_preempted", real_preempted)
     second = trainer.train_and_evaluate(config, str(workdir))
     assert second.final_step == 8 and not second.preempted

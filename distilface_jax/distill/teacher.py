@@ -22,11 +22,11 @@ from typing import Any, Callable, Optional, Sequence
 import jax
 import numpy as np
 
-from distilface_jax import hf, st_folder
-from distilface_jax.atomic import atomic_file
 from distilface_jax.distill.student import check_vocabulary
+from distilface_jax.interop import hf, st_folder
 from distilface_jax.models.config import EncoderConfig
 from distilface_jax.models.pooling import POOLERS
+from distilface_jax.run_folder import atomic_file
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def load_teacher(name_or_path: str, *, pooler: str = "", normalize: Optional[boo
 
 def embed_corpus(teacher: Teacher, sentences: Sequence[str], batch_size: int = 128) -> np.ndarray:
     """[N, D] float32 teacher embeddings, deterministic (no dropout), bucketed by length."""
-    from distilface_jax.inference import make_embed_fn
+    from distilface_jax.evaluation.inference import make_embed_fn
     embed = make_embed_fn(teacher.config, teacher.params, teacher.tokenizer, pooler=teacher.pooler,
                           apply_mlp=teacher.apply_mlp, normalize=teacher.normalize, max_length=teacher.max_length,
                           batch_size=batch_size, progress=True)

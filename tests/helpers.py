@@ -88,7 +88,7 @@ def save_tiny_hf_model(folder: Path, model_type: str, *, head: str = "base", see
     # Random init leaves LayerNorm at (1, 0) and biases at 0: perturb every tensor so a
     # swapped or untransposed weight cannot hide behind a symmetric value.
     with torch.no_grad():
-        for name, parameter in model.named_parameters():
+        for parameter in model.parameters():
             if weight_std and parameter.dim() == 2:
                 parameter.normal_(0.0, weight_std)
             elif weight_std:

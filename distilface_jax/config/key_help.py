@@ -56,7 +56,7 @@ KEY_HELP = {
     "distill.teacher": "distillation: the teacher, a sentence-transformers/HF folder or hub id",
     "distill.teacher_pooler": "distillation: '' = the teacher folder's own pooling, else a pooler name",
     "distill.teacher_normalize": "distillation: None = the teacher folder's own Normalize, else True/False",
-    "distill.teacher_max_length": "distillation: teacher tokens (0 = its own limit cached, data.max_seq_length in step)",
+    "distill.teacher_max_length": "distillation: teacher tokens (0: its limit if cached, data.max_seq_length in step)",
     "distill.student_layers": "distillation: teacher layers the student keeps, e.g. [0,3,5] ([] = model.name_or_path)",
     "distill.teacher_in_step": "distillation: run the teacher in every step instead of caching its embeddings",
     "distill.contrastive_weight": "distillation: weight of InfoNCE, student vs every teacher embedding of the batch",

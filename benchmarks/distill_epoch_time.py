@@ -48,8 +48,11 @@ def time_ours(args, round_index: int) -> float:
 def time_peer(args, labels, sentences) -> float:
     import torch
     from datasets import Dataset
-    from sentence_transformers import (SentenceTransformer, SentenceTransformerTrainer,
-                                       SentenceTransformerTrainingArguments)
+    from sentence_transformers import (
+        SentenceTransformer,
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+    )
     from sentence_transformers.sentence_transformer.losses import MSELoss
     from transformers import TrainerCallback
 

@@ -117,8 +117,8 @@ def run_peer(args, suite, teacher_dir: str) -> dict:
     from sentence_transformers.sentence_transformer.losses import MSELoss
     from transformers import TrainerCallback
 
-    from distilface_jax.interop import hf
     from distilface_jax.evaluation.inference import make_embed_fn
+    from distilface_jax.interop import hf
 
     torch.manual_seed(0)
     sentences = [line.strip() for line in open(args.train_file, encoding="utf-8") if line.strip()]

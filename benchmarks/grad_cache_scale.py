@@ -23,11 +23,11 @@ import numpy as np
 import optax
 
 from distilface_jax.interop import hf
-from distilface_jax.training import sharding
-from distilface_jax.training.state import create_train_state, state_shardings
-from distilface_jax.training.grad_cache import make_grad_cache_fn
 from distilface_jax.models.sentence_model import SentenceEncoder
+from distilface_jax.training import sharding
+from distilface_jax.training.grad_cache import make_grad_cache_fn
 from distilface_jax.training.objective import LossConfig
+from distilface_jax.training.state import create_train_state, state_shardings
 from distilface_jax.training.step import make_train_step
 
 

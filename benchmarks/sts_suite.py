@@ -60,9 +60,8 @@ def timed(fn: Callable[[], object], repeats: int) -> tuple[object, float]:
 
 
 def run_ours(args: argparse.Namespace, suite: list, max_length: int) -> dict:
+    from distilface_jax.evaluation import inference, sts
     from distilface_jax.interop import hf
-    from distilface_jax.evaluation import inference
-    from distilface_jax.evaluation import sts
 
     start = time.perf_counter()
     model = hf.load_pretrained(args.model)

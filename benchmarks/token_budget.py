@@ -54,9 +54,8 @@ def main(argv=None) -> int:
     import transformers
     from sentence_transformers import SentenceTransformer
 
+    from distilface_jax.evaluation import inference, sts
     from distilface_jax.interop import hf
-    from distilface_jax.evaluation import inference
-    from distilface_jax.evaluation import sts
 
     torch.set_num_threads(args.threads)
     st_model = SentenceTransformer(args.model, device="cpu")

@@ -19,8 +19,8 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from distilface_jax.cli.policy import UsageError, configure_output, run_main
 from distilface_jax.cli.model_arguments import STEP_HELP, make_parser
+from distilface_jax.cli.policy import UsageError, configure_output, run_main
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

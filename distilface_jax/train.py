@@ -20,9 +20,15 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from distilface_jax.cli.policy import (EXIT_INTERRUPTED, EXIT_USAGE, VERBOSITY_HELP, UsageError, configure_output,
-                                       run_main)
 from distilface_jax import run_folder
+from distilface_jax.cli.policy import (
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    VERBOSITY_HELP,
+    UsageError,
+    configure_output,
+    run_main,
+)
 from distilface_jax.config import key_help
 from distilface_jax.training import distributed  # Registers the multi-host flags.
 

@@ -26,12 +26,18 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from distilface_jax import run_folder as workdir_files  # (the name of the module's old home: workdir_files.py)
-from distilface_jax import trained_model
-from distilface_jax.distill import student as student_lib
-from distilface_jax.distill import teacher as teacher_lib
-from distilface_jax.distill.step import (PROJECTION, TEACHER_EMBEDDING, TEACHER_PREFIX, DistillSettings,
-                                         make_distill_step)
+from distilface_jax import (
+    run_folder as workdir_files,  # (the name of the module's old home: workdir_files.py)
+    trained_model,
+)
+from distilface_jax.distill import student as student_lib, teacher as teacher_lib
+from distilface_jax.distill.step import (
+    PROJECTION,
+    TEACHER_EMBEDDING,
+    TEACHER_PREFIX,
+    DistillSettings,
+    make_distill_step,
+)
 from distilface_jax.models.config import EncoderConfig
 from distilface_jax.models.sentence_model import SentenceEncoder
 from distilface_jax.training import data, initial_model, tiny_data

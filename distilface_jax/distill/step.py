@@ -20,8 +20,7 @@ from jax.sharding import Mesh, PartitionSpec as P
 
 from distilface_jax.distill import objective
 from distilface_jax.models.sentence_model import SentenceEncoder
-from distilface_jax.training import losses
-from distilface_jax.training import step as train_step
+from distilface_jax.training import losses, step as train_step
 from distilface_jax.training.keys import example_keys
 from distilface_jax.training.objective import LossConfig
 from distilface_jax.training.sharding import DATA_AXIS, batch_sharded, replicated

@@ -12,10 +12,9 @@ import math
 import jax
 import pytest
 
-from distilface_jax.benchmark import harness
-from distilface_jax.benchmark import hlo_anatomy
-from distilface_jax.training import tiny_data
+from distilface_jax.benchmark import harness, hlo_anatomy
 from distilface_jax.models.sentence_model import init_params
+from distilface_jax.training import tiny_data
 
 BATCH = 8  # conftest simulates 8 CPU devices: the global batch must split over them
 

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from helpers import ROOT
 
 TINY = ["--config.max_steps=8", "--config.log_every=1", "--config.eval_every=4", "--config.checkpoint_every=4"]

@@ -10,8 +10,8 @@ import stat
 
 import pytest
 
-from distilface_jax.config import checks, key_help
 from distilface_jax.cli.policy import UsageError
+from distilface_jax.config import checks, key_help
 from distilface_jax.config.base import base_config
 
 
@@ -102,8 +102,7 @@ def test_training_bar_counts_finished_steps_without_waiting():
 
 @pytest.mark.parametrize("umask", [0o022, 0o027])
 def test_atomic_writes_respect_the_umask(tmp_path, umask):
-    from distilface_jax.run_folder import atomic_directory, atomic_file
-    from distilface_jax.run_folder import write_text
+    from distilface_jax.run_folder import atomic_directory, atomic_file, write_text
     previous = os.umask(umask)
     try:
         with atomic_file(tmp_path / "a.npy") as handle:
@@ -119,9 +118,9 @@ def test_atomic_writes_respect_the_umask(tmp_path, umask):
 
 
 def test_pooler_mismatch_warns_once_naming_both_and_the_key(tiny_distilbert_dir, tmp_path, caplog):
+    from distilface_jax.config.base import unsup_recipe
     from distilface_jax.interop import hf
     from distilface_jax.training import initial_model
-    from distilface_jax.config.base import unsup_recipe
     loaded = hf.load_pretrained(str(tiny_distilbert_dir))
     folder = hf.save_pretrained(tmp_path / "st", loaded.config, loaded.params, loaded.tokenizer, pooler="avg")
     config = unsup_recipe(str(folder))  # the recipe's cls on a folder made for mean pooling

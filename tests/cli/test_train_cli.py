@@ -18,9 +18,9 @@ REQUIRED_KEYS = ("batch_size", "max_steps", "log_every", "eval_every", "seed", "
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_every_config_parses_and_builds(path, tmp_path):
-    from distilface_jax.training.optimizer import OptimizerSettings, make_optimizer
     from distilface_jax.models.sentence_model import SentenceEncoder
     from distilface_jax.trained_model import eval_pooling
+    from distilface_jax.training.optimizer import OptimizerSettings, make_optimizer
 
     config = load_config(path)
     for key in REQUIRED_KEYS:

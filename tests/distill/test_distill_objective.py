@@ -10,13 +10,11 @@ import numpy as np
 import optax
 import pytest
 
-from distilface_jax.training import losses
-from distilface_jax.training import sharding
-from distilface_jax.training import state as train_state
 from distilface_jax.distill import objective
 from distilface_jax.distill.step import DistillSettings, make_distill_step
 from distilface_jax.models.config import EncoderConfig
 from distilface_jax.models.sentence_model import SentenceEncoder, init_params
+from distilface_jax.training import losses, sharding, state as train_state
 
 
 def numpy_loss(s, t, temperature, weight):

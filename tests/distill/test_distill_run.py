@@ -11,18 +11,17 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from helpers import SENTENCES, WORDS, make_tokenizer, save_tiny_hf_model
 
-from distilface_jax import encode
-from distilface_jax import export
-from distilface_jax.training import trainer
+from distilface_jax import encode, export
 from distilface_jax.config.base import BUILTIN_TINY, base_config
-from distilface_jax.distill import run as distill_run
-from distilface_jax.distill import teacher as teacher_lib
+from distilface_jax.distill import run as distill_run, teacher as teacher_lib
 from distilface_jax.distill.student import StudentError
 from distilface_jax.interop.hf import ModelLoadError
-from distilface_jax.training.metrics import read_metrics
 from distilface_jax.trained_model import load_run_model
+from distilface_jax.training import trainer
+from distilface_jax.training.metrics import read_metrics
+
+from helpers import SENTENCES, WORDS, make_tokenizer, save_tiny_hf_model
 
 CORPUS_LINES = 48  # batch 16: 3 steps per epoch, so 8 steps run through 3 epochs
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from helpers import SENTENCES
-from distilface_jax.interop import hf
 from distilface_jax.distill.student import StudentError, cut_layers
 from distilface_jax.evaluation.inference import make_embed_fn
+from distilface_jax.interop import hf
+
+from helpers import SENTENCES
 
 
 @pytest.mark.parametrize("layers", [[1], [0, 1]])

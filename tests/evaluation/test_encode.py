@@ -7,11 +7,12 @@ import pytest
 import torch
 import transformers
 
-from helpers import SENTENCES, WORDS
 from distilface_jax import encode
-from distilface_jax.interop import hf
 from distilface_jax.evaluation.inference import make_embed_fn
 from distilface_jax.evaluation.inference_batches import bucket_lengths
+from distilface_jax.interop import hf
+
+from helpers import SENTENCES, WORDS
 
 
 def torch_mean_pooled(model_dir, sentences):

@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from helpers import WORDS
-from distilface_jax.interop import hf
 from distilface_jax.evaluation.inference import drain, make_embed_fn
 from distilface_jax.evaluation.inference_batches import bucket_lengths, plan_batches
+from distilface_jax.interop import hf
+
+from helpers import WORDS
 
 
 def test_plan_keeps_rows_times_length_within_the_budget():

@@ -21,6 +21,7 @@ from scipy import stats
 
 from distilface_jax import evaluate
 from distilface_jax.evaluation import sts
+
 from helpers import ROOT
 
 SCRIPT = ROOT / "launch" / "download_senteval_sts.sh"

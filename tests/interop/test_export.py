@@ -8,9 +8,10 @@ import pytest
 import torch
 import transformers
 
-from helpers import SENTENCES
-from distilface_jax.interop import hf
 from distilface_jax.evaluation.inference import make_embed_fn
+from distilface_jax.interop import hf
+
+from helpers import SENTENCES
 
 
 def _assert_same_tree(a, b):

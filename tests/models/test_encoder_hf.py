@@ -12,12 +12,12 @@ import pytest
 import torch
 import transformers
 
-from helpers import SENTENCES, save_tiny_hf_model
 from distilface_jax.interop import hf
 from distilface_jax.models.encoder import Encoder
 from distilface_jax.models.pooling import POOLERS
 from distilface_jax.models.sentence_model import SentenceEncoder
 
+from helpers import SENTENCES, save_tiny_hf_model
 
 MINILM_ATOL = 1e-5  # measured: at most 2.3e-6 (hidden states up to |10|)
 

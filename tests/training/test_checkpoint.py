@@ -168,6 +168,7 @@ def _poisoning_optimizer(make_optimizer, poison_count):
 def test_non_finite_stops_the_run_and_never_reaches_a_checkpoint(tmp_path, monkeypatch, poison_count, message):
     from distilface_jax import trained_model
     from distilface_jax.training import trainer
+
     from helpers import load_config
 
     monkeypatch.setattr(trainer, "make_optimizer", _poisoning_optimizer(trainer.make_optimizer, poison_count))

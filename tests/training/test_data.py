@@ -7,8 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from distilface_jax.training import data
-from distilface_jax.training import tiny_data
+from distilface_jax.training import data, tiny_data
 
 
 @pytest.fixture(scope="module")

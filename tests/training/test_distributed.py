@@ -8,7 +8,6 @@ from absl.testing import flagsaver
 
 from distilface_jax.training import distributed
 
-
 # ---------------------------------------------------------------------------------------------
 # distributed_settings: the pure decision
 

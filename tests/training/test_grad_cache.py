@@ -7,12 +7,13 @@ import numpy as np
 import optax
 import pytest
 
-from distilface_jax.training import sharding
-from distilface_jax.training.state import create_train_state, state_shardings
-from distilface_jax.training.grad_cache import make_grad_cache_fn
 from distilface_jax.models.sentence_model import SentenceEncoder
+from distilface_jax.training import sharding
+from distilface_jax.training.grad_cache import make_grad_cache_fn
 from distilface_jax.training.objective import LossConfig
+from distilface_jax.training.state import create_train_state, state_shardings
 from distilface_jax.training.step import make_train_step
+
 from helpers import assert_trees_close, make_batch, step_config, step_params
 
 CONFIG = step_config()
@@ -90,6 +91,7 @@ def test_train_loop_wires_grad_cache_and_bfloat16(tmp_path):
     """The `train` loop with `grad_cache_chunk_size` gives the plain loop's losses; bf16 compute runs."""
     from distilface_jax.training import trainer
     from distilface_jax.training.metrics import read_metrics
+
     from helpers import ROOT, load_config
 
     def losses(**overrides):

@@ -12,7 +12,6 @@ import torch
 
 from distilface_jax.training import losses
 
-
 # ----------------------------------------------------------------------------- references
 
 

@@ -64,8 +64,8 @@ def torch_reference(model_dir, batch: dict, masked_ids: np.ndarray, selected: np
 
 def test_sharded_mlm_step_value_and_gradient_equal_hf_masked_lm(mlm_model_dir):
     from distilface_jax.interop import hf
-    from distilface_jax.training import sharding
     from distilface_jax.models.sentence_model import SentenceEncoder
+    from distilface_jax.training import sharding
     from distilface_jax.training.objective import LossConfig, MlmVocabulary, global_loss, mlm_inputs
 
     loaded = hf.load_pretrained(str(mlm_model_dir), with_mlm_head=True)

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from distilface_jax.training import initial_model, resume
-from helpers import ROOT
 
+from helpers import ROOT
 
 
 def recipe(name: str, model_dir, **model_settings):

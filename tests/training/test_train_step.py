@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
-from distilface_jax.training import losses
-from distilface_jax.training import sharding
-from distilface_jax.training.state import create_train_state, state_shardings
 from distilface_jax.models.sentence_model import SentenceEncoder
+from distilface_jax.training import losses, sharding
 from distilface_jax.training.objective import LossConfig, device_embeddings
+from distilface_jax.training.state import create_train_state, state_shardings
 from distilface_jax.training.step import make_train_step
+
 from helpers import assert_trees_close, make_batch, step_config, step_params
 
 CONFIG = step_config()

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from helpers import ROOT
 
 BATCH = 8  # = rows of the file = one global batch, one example per simulated device
@@ -117,8 +118,8 @@ def reference_run(model_dir: Path, settings: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def run(scaled_bert_dir, tmp_path_factory):
-    from distilface_jax.interop import hf
     from distilface_jax import trained_model
+    from distilface_jax.interop import hf
     from distilface_jax.training import trainer
     from distilface_jax.training.metrics import read_metrics
 

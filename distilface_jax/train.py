@@ -14,6 +14,7 @@ a config that contradicts the workdir's checkpoint; 2 on bad input (one line nam
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 
@@ -30,6 +31,7 @@ from distilface_jax.cli.policy import (
     run_main,
 )
 from distilface_jax.config import key_help
+from distilface_jax.config.base import base_config
 from distilface_jax.training import distributed  # Registers the multi-host flags.
 
 FLAGS = flags.FLAGS
@@ -96,7 +98,6 @@ def _config_path(argv: list[str]) -> str | None:
 
 def _load_config_file(path: str):
     """get_config() of a config file, as ml_collections would load it; UsageError naming the path."""
-    import importlib.util
     file = path.split(":", 1)[0] if not os.path.exists(path) else path
     if not os.path.isfile(file):
         raise UsageError(f"--config {path}: no such file")
@@ -111,7 +112,6 @@ def _load_config_file(path: str):
 
 def help_text(argv: list[str]) -> str:
     """Usage, the flags, and every config key with its default (the given --config's value) and meaning."""
-    from distilface_jax.config.base import base_config
     path = _config_path(argv)
     config = _load_config_file(path) if path else base_config()
     lines = [__doc__.strip(), "", "Flags:"]

@@ -30,6 +30,7 @@ import platform
 import resource
 import tempfile
 import time
+from importlib import metadata
 from typing import Optional, Sequence
 
 import jax
@@ -110,8 +111,6 @@ def peak_dtype(device, dtype: str) -> str:
 
 def versions() -> dict[str, Optional[str]]:
     """Installed versions, read from package metadata (so torch is not imported just for this)."""
-    from importlib import metadata
-
     found: dict[str, Optional[str]] = {"python": platform.python_version()}
     for name in ("jax", "jaxlib", "flax", "optax", "torch", "transformers"):
         try:

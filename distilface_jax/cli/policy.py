@@ -15,6 +15,7 @@ import logging
 import os
 import sys
 import warnings
+from pathlib import Path
 from typing import Callable
 
 EXIT_USAGE = 2
@@ -96,7 +97,6 @@ def run_main(main: Callable[[], int]) -> int:
 def check_output_file(path, option: str) -> None:
     """An output file's place is usable: not a folder, and no file where its folder should be.
     Checked before the work that produces it."""
-    from pathlib import Path
     path = Path(path)
     if path.is_dir():
         raise UsageError(f"{option} {path}: is a folder; give a file name")

@@ -12,12 +12,15 @@ wall-clock rate.
 from __future__ import annotations
 
 import collections
+import sys
+
+import jax
+from tqdm import tqdm
 
 
 class StepProgress:
     def __init__(self, start: int, total: int, *, enabled: bool = True, bar=None):
         if bar is None:
-            from tqdm import tqdm
             bar = tqdm(total=total, initial=start, disable=not enabled, unit="step", dynamic_ncols=True,
                        bar_format="{desc}{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]")
         self.bar = bar
@@ -48,7 +51,6 @@ class StepProgress:
     def write(self, line: str) -> None:
         """A line on stderr above the bar (the bar is redrawn below it); nothing on other processes."""
         if not self.bar.disable:
-            import sys
             self.bar.write(line, file=sys.stderr)
 
     def _advance(self, step: int) -> None:
@@ -61,5 +63,4 @@ class StepProgress:
 
 
 def _all_ready(outputs) -> bool:
-    import jax
     return all(getattr(leaf, "is_ready", lambda: True)() for leaf in jax.tree_util.tree_leaves(outputs))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 
+from distilface_jax import run_folder
 from distilface_jax.cli.policy import UsageError
 from distilface_jax.config.base import BUILTIN_TINY
 from distilface_jax.evaluation import sts
@@ -18,7 +19,7 @@ _READ_CHUNK = 1 << 20
 
 
 def check_workdir(workdir: str) -> None:
-    if "://" in workdir:
+    if run_folder.is_remote(workdir):
         return
     existing = next((p for p in [workdir, *_parents(workdir)] if os.path.exists(p)), None)
     if existing is not None and not os.path.isdir(existing):

@@ -16,15 +16,30 @@ SENTENCES = ["the young man plays the guitar in the park .", "a dog chases the r
              "the old teacher reads a book at night", "every child eats bread"]
 
 
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Both runs (MLP head train-only, and kept) start at once: their start-up and compile overlap."""
+    folder = tmp_path_factory.mktemp("runs")
+    processes = {}
+    for mlp_train_only in (True, False):
+        workdir = folder / f"run_{mlp_train_only}"
+        command = train_command(workdir, "--config.max_steps=20", "--config.eval_every=10",
+                                "--config.checkpoint_every=10", "--config.eval.final_test=False",
+                                "--config.model.pooler=cls", f"--config.model.mlp_only_train={mlp_train_only}")
+        processes[mlp_train_only] = workdir, subprocess.Popen(command, env=cpu_env(), cwd=ROOT, stdout=subprocess.PIPE,
+                                                              stderr=subprocess.PIPE, text=True)
+    yield processes
+    for _, process in processes.values():
+        if process.poll() is None:  # A failed test left one unread: nothing outlives the module.
+            process.kill()
+            process.wait()
+
+
 @pytest.fixture(scope="module", params=[True, False], ids=["mlp_train_only", "mlp_kept"])
-def run_dir(request, tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("run") / "run"
-    result = subprocess.run(train_command(workdir, "--config.max_steps=20", "--config.eval_every=10",
-                                          "--config.checkpoint_every=10", "--config.eval.final_test=False",
-                                          "--config.model.pooler=cls",
-                                          f"--config.model.mlp_only_train={request.param}"),
-                            env=cpu_env(), cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+def run_dir(request, runs):
+    workdir, process = runs[request.param]
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr[-3000:]
     return workdir, request.param
 
 

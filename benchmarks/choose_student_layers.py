@@ -16,10 +16,10 @@ import json
 import time
 from pathlib import Path
 
-from distilface_jax import sts
 from distilface_jax.distill.student import cut_layers
 from distilface_jax.distill.teacher import load_teacher
-from distilface_jax.inference import make_embed_fn
+from distilface_jax.evaluation import sts
+from distilface_jax.evaluation.inference import make_embed_fn
 
 
 def score_subsets(teacher, suite, size: int) -> list[dict]:

@@ -20,7 +20,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from distilface_jax import cli_model, encode  # noqa: E402
+from distilface_jax import encode
+from distilface_jax.cli import model_arguments as cli_model  # noqa: E402
 
 
 def embedder(model_dir: str):

@@ -39,7 +39,7 @@ def time_ours(args, round_index: int) -> float:
                f"--config.data.cache_dir={args.cache_dir}", *(f"--config.{item}" for item in args.override)]
     subprocess.run(command, check=True, cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)),
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    from distilface_jax.metrics_writer import read_metrics
+    from distilface_jax.training.metrics import read_metrics
     records = [r for r in read_metrics(str(workdir)) if "loss" in r]
     timed = [r for r in records if r["step"] > args.warmup]  # Windows after the first (compile) one.
     seconds = sum(args.warmup * 64 / r["sentences_per_second"] for r in timed)
@@ -49,8 +49,11 @@ def time_ours(args, round_index: int) -> float:
 def time_peer(args, labels, sentences) -> float:
     import torch
     from datasets import Dataset
-    from sentence_transformers import (SentenceTransformer, SentenceTransformerTrainer,
-                                       SentenceTransformerTrainingArguments)
+    from sentence_transformers import (
+        SentenceTransformer,
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+    )
     from sentence_transformers.sentence_transformer.losses import MSELoss
     from transformers import TrainerCallback
 

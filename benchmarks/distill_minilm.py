@@ -37,8 +37,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from distilface_jax import sts
-from distilface_jax.metrics_writer import read_metrics
+from distilface_jax.evaluation import sts
+from distilface_jax.training.metrics import read_metrics
 
 
 def log(message: str) -> None:
@@ -51,7 +51,7 @@ def table(results: dict) -> dict:
 
 
 def our_scores(config, params, tokenizer, pooler, suite) -> dict:
-    from distilface_jax.inference import make_embed_fn
+    from distilface_jax.evaluation.inference import make_embed_fn
     return table(sts.evaluate_suite(make_embed_fn(config, params, tokenizer, pooler=pooler), suite))
 
 
@@ -62,7 +62,7 @@ def st_scores(model, suite) -> dict:
 
 
 def run_ours(args, suite, teacher_dir: str) -> dict:
-    from distilface_jax import run_model
+    from distilface_jax import trained_model as run_model  # (old module name kept in the body)
     workdir = args.out / "ours"
     steps_per_epoch = sum(1 for line in open(args.train_file, encoding="utf-8") if line.strip()) // args.batch_size
     command = [sys.executable, "-m", "distilface_jax.train", "--config", str(REPO / "configs/distill_minilm_l3.py"),
@@ -117,8 +117,8 @@ def run_peer(args, suite, teacher_dir: str) -> dict:
     from sentence_transformers.sentence_transformer.losses import MSELoss
     from transformers import TrainerCallback
 
-    from distilface_jax import hf
-    from distilface_jax.inference import make_embed_fn
+    from distilface_jax.evaluation.inference import make_embed_fn
+    from distilface_jax.interop import hf
 
     torch.manual_seed(0)
     sentences = [line.strip() for line in open(args.train_file, encoding="utf-8") if line.strip()]

@@ -22,10 +22,13 @@ import jax
 import numpy as np
 import optax
 
-from distilface_jax import hf, sharding, train_state
-from distilface_jax.grad_cache import make_grad_cache_fn
+from distilface_jax.interop import hf
 from distilface_jax.models.sentence_model import SentenceEncoder
-from distilface_jax.train_step import LossConfig, make_train_step
+from distilface_jax.training import sharding
+from distilface_jax.training.grad_cache import make_grad_cache_fn
+from distilface_jax.training.objective import LossConfig
+from distilface_jax.training.state import create_train_state, state_shardings
+from distilface_jax.training.step import make_train_step
 
 
 def default_model() -> str:
@@ -39,11 +42,11 @@ def build(config, params, chunk: int):
     mesh = sharding.make_mesh()
     model = SentenceEncoder(config)
     optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(3e-5, eps=1e-8, weight_decay=0.0))
-    loss_config = LossConfig(grad_cache_chunk_size=chunk)
-    gradient_fn = make_grad_cache_fn(model, mesh, 2, loss_config) if chunk else None
-    state = train_state.create_train_state(params, optimizer, 0, sharding.replicated(mesh))
+    loss_config = LossConfig()
+    gradient_fn = make_grad_cache_fn(model, mesh, 2, loss_config, chunk) if chunk else None
+    state = create_train_state(params, optimizer, 0, sharding.replicated(mesh))
     step = make_train_step(model, optimizer, lambda s: 3e-5, mesh, 2, loss_config,
-                           train_state.state_shardings(state, sharding.replicated(mesh)), gradient_fn)
+                           state_shardings(state, sharding.replicated(mesh)), gradient_fn)
     return mesh, state, step
 
 

@@ -60,7 +60,8 @@ def timed(fn: Callable[[], object], repeats: int) -> tuple[object, float]:
 
 
 def run_ours(args: argparse.Namespace, suite: list, max_length: int) -> dict:
-    from distilface_jax import hf, inference, sts
+    from distilface_jax.evaluation import inference, sts
+    from distilface_jax.interop import hf
 
     start = time.perf_counter()
     model = hf.load_pretrained(args.model)
@@ -77,7 +78,7 @@ def run_sentence_transformers(args: argparse.Namespace, suite: list) -> dict:
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from distilface_jax import sts
+    from distilface_jax.evaluation import sts
 
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
@@ -111,7 +112,7 @@ def machine() -> dict[str, str]:
 
 def score_table(rows: dict[str, dict]) -> str:
     """Markdown table: one row per system, the 7 tasks then Avg."""
-    from distilface_jax import sts
+    from distilface_jax.evaluation import sts
 
     tasks = [t for t in sts.TASKS if t in next(iter(rows.values()))]
     lines = ["| system | " + " | ".join(tasks) + " | Avg. |", "|---" * (len(tasks) + 2) + "|"]
@@ -150,7 +151,7 @@ def report(args: argparse.Namespace, n_sentences: int, n_pairs: int, ours: dict,
 
 
 def append_section(path: Path, section: str) -> None:
-    from distilface_jax.atomic import atomic_file
+    from distilface_jax.run_folder import atomic_file
 
     old = path.read_text() if path.exists() else "# Benchmarks\n\nNewest sections last; each names its machine.\n"
     with atomic_file(path, "w") as f:
@@ -162,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Before torch/jax start their pools: on a small shared machine, oversubscription dominates timings.
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from distilface_jax import sts
+    from distilface_jax.evaluation import sts
 
     suite = sts.load_suite(args.sts_dir, tasks=args.tasks)
     n_sentences = len(sts.unique_sentences(suite))

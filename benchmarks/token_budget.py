@@ -54,7 +54,8 @@ def main(argv=None) -> int:
     import transformers
     from sentence_transformers import SentenceTransformer
 
-    from distilface_jax import hf, inference, sts
+    from distilface_jax.evaluation import inference, sts
+    from distilface_jax.interop import hf
 
     torch.set_num_threads(args.threads)
     st_model = SentenceTransformer(args.model, device="cpu")

@@ -13,7 +13,7 @@ Layers [0, 3, 5] were chosen on STS-B dev among all 20 three-layer subsets, untr
 --config.distill.student_layers=[0,5] (the best pair on STS-B dev).
 """
 
-from distilface_jax.config_base import base_config
+from distilface_jax.config.base import base_config
 from distilface_jax.distill.run import distill_block
 
 

@@ -6,7 +6,7 @@
 Target (STS avg, Spearman x 100, test): 81.57.
 """
 
-from distilface_jax.config_base import sup_recipe
+from distilface_jax.config.base import sup_recipe
 
 
 def get_config():

@@ -4,7 +4,7 @@
         --config.data.train_file=data/nli_for_simcse.csv
 """
 
-from distilface_jax.config_base import sup_recipe
+from distilface_jax.config.base import sup_recipe
 
 
 def get_config():

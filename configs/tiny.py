@@ -4,10 +4,10 @@
 
 Runs the whole pipeline: train -> STS-B dev eval -> checkpoint -> final 7-task STS eval on a
 generated SentEval-format fixture. The model, corpus, vocabulary and fixture are all
-generated into WORKDIR/builtin by `distilface_jax.tiny_data`.
+generated into WORKDIR/builtin by `distilface_jax.training.tiny_data`.
 """
 
-from distilface_jax.config_base import BUILTIN_TINY, base_config
+from distilface_jax.config.base import BUILTIN_TINY, base_config
 
 
 def get_config():

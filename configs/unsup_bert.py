@@ -5,7 +5,7 @@
 Target (STS avg, Spearman x 100, test): 76.25.
 """
 
-from distilface_jax.config_base import unsup_recipe
+from distilface_jax.config.base import unsup_recipe
 
 
 def get_config():

@@ -6,7 +6,7 @@
 Target (STS avg, Spearman x 100, test): 72.1 (DistilFace).
 """
 
-from distilface_jax.config_base import unsup_recipe
+from distilface_jax.config.base import unsup_recipe
 
 
 def get_config():

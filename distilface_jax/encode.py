@@ -18,8 +18,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from distilface_jax.cli import UsageError, check_output_file, configure_output, run_main
-from distilface_jax.cli_model import add_model_arguments, build_embed_fn, make_parser
+from distilface_jax.cli.model_arguments import add_model_arguments, build_embed_fn, make_parser
+from distilface_jax.cli.policy import UsageError, check_output_file, configure_output, run_main
+from distilface_jax.run_folder import atomic_file
 
 
 def read_sentences(path: Path) -> list[str]:
@@ -62,7 +63,6 @@ def _encode(args) -> int:
     check_output_file(args.output, "--output")
     embed = build_embed_fn(args, normalize=args.normalize, progress=True)
     embeddings = embed(sentences)
-    from distilface_jax.atomic import atomic_file
     try:
         with atomic_file(args.output) as handle:  # No partial .npy if anything fails mid-way.
             np.save(handle, embeddings)

@@ -19,18 +19,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from distilface_jax import cli_model, sts
-from distilface_jax.atomic import atomic_file
-from distilface_jax.cli import EXIT_USAGE, UsageError, check_output_file, configure_output, run_main  # noqa: F401
-from distilface_jax.metrics_writer import json_value
-
-CliError = UsageError  # The one user-error type of every entry point (cli.py); old name kept.
+from distilface_jax.cli import model_arguments
+from distilface_jax.cli.policy import UsageError, check_output_file, configure_output, run_main
+from distilface_jax.evaluation import sts
+from distilface_jax.run_folder import atomic_file
+from distilface_jax.training.metrics import json_value
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = cli_model.make_parser("python -m distilface_jax.evaluate",
+    parser = model_arguments.make_parser("python -m distilface_jax.evaluate",
                                    "SentEval STS (SimCSE protocol): Spearman x 100 of cosine similarity.")
-    cli_model.add_model_arguments(parser)
+    model_arguments.add_model_arguments(parser)
     parser.add_argument("--sts-dir", required=True, type=Path, metavar="DIR",
                         help="SentEval data folder holding STS/ and SICK/ (launch/download_senteval_sts.sh)")
     parser.add_argument("--mode", default="test", choices=("test", "dev"),
@@ -43,16 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
-
-
 def _load_embed_fn(args: argparse.Namespace) -> Any:
     """Model -> ``embed(list[str]) -> np.ndarray [N, H]``."""
-    return cli_model.build_embed_fn(args, progress=getattr(args, "progress", False))
+    return model_arguments.build_embed_fn(args, progress=getattr(args, "progress", False))
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
@@ -63,12 +55,12 @@ def write_json_atomic(path: Path, obj: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
-    """Load data, then the model; evaluate, print the table, write JSON. Raises ``CliError``."""
+    """Load data, then the model; evaluate, print the table, write JSON. Raises ``UsageError``."""
     # Data first: a wrong --sts-dir should fail in milliseconds, not after loading a model.
     try:
         suite = sts.load_suite(args.sts_dir, mode=args.mode, tasks=args.tasks)
     except ValueError as e:  # StsDataError, unknown task, STS12-16 in dev mode
-        raise CliError(str(e)) from None
+        raise UsageError(str(e)) from None
     if args.json is not None:
         check_output_file(args.json, "--json")
     embed_fn = _load_embed_fn(args)
@@ -80,7 +72,7 @@ def run(args: argparse.Namespace) -> dict:
         try:
             write_json_atomic(args.json, results)
         except OSError as e:
-            raise CliError(f"cannot write {args.json}: {e}") from None
+            raise UsageError(f"cannot write {args.json}: {e}") from None
     return results
 
 

@@ -21,8 +21,8 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from distilface_jax.cli import UsageError, configure_output, run_main
-from distilface_jax.cli_model import STEP_HELP, make_parser
+from distilface_jax.cli.model_arguments import STEP_HELP, make_parser
+from distilface_jax.cli.policy import UsageError, configure_output, run_main
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -51,12 +51,14 @@ def _check_out(out: str, overwrite: bool) -> None:
 
 
 def _export(args) -> int:
-    from distilface_jax import hf, run_model
+    from distilface_jax import trained_model
+    from distilface_jax.interop import hf
+
     _check_out(args.out, args.overwrite)
     if "://" not in args.workdir and not Path(args.workdir).is_dir():
         raise UsageError(f"--workdir {args.workdir}: no such folder")
     try:
-        model = run_model.load_run_model(args.workdir, step=args.step)
+        model = trained_model.load_run_model(args.workdir, step=args.step)
         out = hf.save_pretrained(args.out, model.config, model.params, model.tokenizer, pooler=model.pooler,
                                  keep_mlp=model.apply_mlp, normalize=args.normalize or model.normalize,
                                  projection=model.params["projection"] if model.project else None,

@@ -14,13 +14,25 @@ a config that contradicts the workdir's checkpoint; 2 on bad input (one line nam
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 
 from absl import app, flags
 from ml_collections import config_flags
 
-from distilface_jax import cli, config_help, distributed  # distributed registers the multi-host flags.
+from distilface_jax import run_folder
+from distilface_jax.cli.policy import (
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    VERBOSITY_HELP,
+    UsageError,
+    configure_output,
+    run_main,
+)
+from distilface_jax.config import key_help
+from distilface_jax.config.base import base_config
+from distilface_jax.training import distributed  # Registers the multi-host flags.
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Run folder (local or gs://): checkpoints, metrics.jsonl, exports.")
@@ -33,44 +45,46 @@ _OWN_FLAGS = ("workdir", "config", "verbosity", "coordinator_address", "num_proc
 
 def main(argv) -> int:
     if len(argv) > 1:
-        raise cli.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+        raise UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     if FLAGS.workdir is None:
-        raise cli.UsageError("--workdir is required")
-    from distilface_jax import train_checks
-    train_checks.check_before_training(FLAGS.config, FLAGS.workdir)
+        raise UsageError("--workdir is required")
+    # Imported here, not above: `--help` and usage errors answer before jax is imported.
+    from distilface_jax.config import checks
+    checks.check_before_training(FLAGS.config, FLAGS.workdir)
     try:
         distributed.initialize_from_flags()  # Before anything touches a device.
     except ValueError as error:
-        raise cli.UsageError(str(error)) from None
-    from distilface_jax import trainer
+        raise UsageError(str(error)) from None
+    from distilface_jax.training import resume, trainer
 
     try:
         outcome = trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-    except (trainer.NonFiniteLossError, trainer.ConfigMismatchError) as error:
+    except (trainer.NonFiniteLossError, resume.ConfigMismatchError) as error:
         last = _last_checkpoint(FLAGS.workdir)
         print(f"error: {error}. Last good checkpoint: {last}", file=sys.stderr)
         return 1
     except (ValueError, FileNotFoundError, OSError) as error:
-        raise cli.UsageError(str(error).strip("'\"")) from None
+        raise UsageError(str(error).strip("'\"")) from None
     except KeyboardInterrupt:
         print(f"aborted: a second Ctrl-C; steps after the last checkpoint ({_last_checkpoint(FLAGS.workdir)}) "
               "are lost", file=sys.stderr)
-        return cli.EXIT_INTERRUPTED
+        return EXIT_INTERRUPTED
     if outcome.preempted:
         print(f"{'interrupted' if outcome.interrupted else 'preempted'}: saved the checkpoint of step "
               f"{outcome.final_step} in {FLAGS.workdir}; rerun the same command to resume", file=sys.stderr)
-        return cli.EXIT_INTERRUPTED if outcome.interrupted else 0
+        return EXIT_INTERRUPTED if outcome.interrupted else 0
     print(f"done: {outcome.final_step} steps in {FLAGS.workdir}", file=sys.stderr)
     return 0
 
 
 def _last_checkpoint(workdir: str) -> str:
-    from distilface_jax import checkpoint
+    from distilface_jax.training import checkpoint
+
     try:
         step = checkpoint.RunCheckpoints(workdir, read_only=True).latest_step()
     except Exception:  # Reporting only: never mask the original error.
         step = None
-    return "none" if step is None else f"step {step} in {workdir}/{checkpoint.LATEST_DIR}"
+    return "none" if step is None else f"step {step} in {workdir}/{run_folder.LATEST_DIR}"
 
 
 def _config_path(argv: list[str]) -> str | None:
@@ -84,22 +98,20 @@ def _config_path(argv: list[str]) -> str | None:
 
 def _load_config_file(path: str):
     """get_config() of a config file, as ml_collections would load it; UsageError naming the path."""
-    import importlib.util
     file = path.split(":", 1)[0] if not os.path.exists(path) else path
     if not os.path.isfile(file):
-        raise cli.UsageError(f"--config {path}: no such file")
+        raise UsageError(f"--config {path}: no such file")
     spec = importlib.util.spec_from_file_location("distilface_user_config", file)
     module = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(module)
         return module.get_config()
     except Exception as error:
-        raise cli.UsageError(f"--config {path}: cannot load it ({type(error).__name__}: {error})") from None
+        raise UsageError(f"--config {path}: cannot load it ({type(error).__name__}: {error})") from None
 
 
 def help_text(argv: list[str]) -> str:
     """Usage, the flags, and every config key with its default (the given --config's value) and meaning."""
-    from distilface_jax.config_base import base_config
     path = _config_path(argv)
     config = _load_config_file(path) if path else base_config()
     lines = [__doc__.strip(), "", "Flags:"]
@@ -107,11 +119,11 @@ def help_text(argv: list[str]) -> str:
         flag = FLAGS[name]
         default = "" if name == "config" else f" (default: {flag.default!r})"
         if name == "verbosity":
-            lines.append(f"  -v, --verbosity  {cli.VERBOSITY_HELP} (default: 0)")
+            lines.append(f"  -v, --verbosity  {VERBOSITY_HELP} (default: 0)")
             continue
         lines.append(f"  --{name}  {flag.help}{default}")
-    source = f"{path}" if path else "the base recipe (config_base.py); pass --config FILE for its values"
-    lines += ["", f"Config keys (--config.KEY=VALUE), defaults from {source}:", config_help.describe(config)]
+    source = f"{path}" if path else "the base recipe (distilface_jax/config/base.py); pass --config FILE for its values"
+    lines += ["", f"Config keys (--config.KEY=VALUE), defaults from {source}:", key_help.describe(config)]
     return "\n".join(lines)
 
 
@@ -121,7 +133,7 @@ def parse_flags(argv: list[str]) -> list[str]:
     if any(argument in _HELP_FLAGS for argument in rest):
         try:
             print(help_text(rest))
-        except cli.UsageError as error:
+        except UsageError as error:
             _fail(str(error))
         sys.exit(0)
     path = _config_path(rest)
@@ -129,20 +141,20 @@ def parse_flags(argv: list[str]) -> list[str]:
         _fail("--config FILE is required (e.g. --config configs/tiny.py); --help lists the config keys")
     try:
         config = _load_config_file(path)
-        defaults = dict(config_help.flat_items(config))
-        for key, raw in config_help.overrides(rest):
-            message = (config_help.unknown_key_message(key, defaults)
-                       or config_help.value_message(key, raw, defaults.get(key)))
+        defaults = dict(key_help.flat_items(config))
+        for key, raw in key_help.overrides(rest):
+            message = (key_help.unknown_key_message(key, defaults)
+                       or key_help.value_message(key, raw, defaults.get(key)))
             if message:
-                raise cli.UsageError(message)
-    except cli.UsageError as error:
+                raise UsageError(message)
+    except UsageError as error:
         _fail(str(error))
     try:
         remaining = FLAGS(argv)
     except Exception as error:  # ml_collections wraps a bad value in several layers; keep the last.
         _fail(_innermost(error))
     verbosity = FLAGS.verbosity if FLAGS["verbosity"].present else 0
-    cli.configure_output(verbosity)
+    configure_output(verbosity)
     return remaining
 
 
@@ -155,8 +167,8 @@ def _innermost(error: BaseException) -> str:
 
 def _fail(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
-    sys.exit(cli.EXIT_USAGE)
+    sys.exit(EXIT_USAGE)
 
 
 if __name__ == "__main__":
-    app.run(lambda argv: sys.exit(cli.run_main(lambda: main(argv))), flags_parser=parse_flags)
+    app.run(lambda argv: sys.exit(run_main(lambda: main(argv))), flags_parser=parse_flags)

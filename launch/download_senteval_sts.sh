@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Download the SentEval STS data (STS12-16, STS Benchmark, SICK) into DIR, in the layout
-# distilface_jax.sts reads:  DIR/STS/STS1{2..6}-en-test/, DIR/STS/STSBenchmark/, DIR/SICK/.
+# distilface_jax.evaluation.sts reads:  DIR/STS/STS1{2..6}-en-test/, DIR/STS/STSBenchmark/, DIR/SICK/.
 #
 #   bash launch/download_senteval_sts.sh data/senteval
 #   python -m distilface_jax.evaluate --model MODEL --sts-dir data/senteval

@@ -201,7 +201,7 @@ install_on_workers() {
 
 train_on_workers() {
   # Same command on every host: each one is a jax process; --distributed=auto makes
-  # distilface_jax.distributed call jax.distributed.initialize(), which finds the slice's
+  # distilface_jax.training.distributed call jax.distributed.initialize(), which finds the slice's
   # workers in the TPU metadata.
   local train=(python3 -m distilface_jax.train --config "$CONFIG" --workdir "$WORKDIR"
                --distributed=auto ${TRAIN_ARGS[@]+"${TRAIN_ARGS[@]}"})  # +-form: set -u, bash < 4.4

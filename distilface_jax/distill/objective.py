@@ -22,7 +22,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from distilface_jax import losses
+from distilface_jax.training import losses
 
 Array = jax.Array
 

@@ -30,13 +30,21 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from distilface_jax import data, run_model, workdir_files
-from distilface_jax.distill import student as student_lib
-from distilface_jax.distill import teacher as teacher_lib
-from distilface_jax.distill.step import (PROJECTION, TEACHER_EMBEDDING, TEACHER_PREFIX, DistillSettings,
-                                         make_distill_step)
+from distilface_jax import (
+    run_folder as workdir_files,  # (the name of the module's old home: workdir_files.py)
+    trained_model,
+)
+from distilface_jax.distill import student as student_lib, teacher as teacher_lib
+from distilface_jax.distill.step import (
+    PROJECTION,
+    TEACHER_EMBEDDING,
+    TEACHER_PREFIX,
+    DistillSettings,
+    make_distill_step,
+)
 from distilface_jax.models.config import EncoderConfig
 from distilface_jax.models.sentence_model import SentenceEncoder
+from distilface_jax.training import data, initial_model, tiny_data
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +94,7 @@ class Distiller:
         embeddings [N, D_t], or (teacher in the step) its own tokens of the same text [N, 1, L_t]."""
         if config.data.format != "unsup":
             raise ValueError("distillation reads one sentence per line: config.data.format must be 'unsup'")
-        train_file = run_model.resolve_builtin(config.data.train_file, workdir, "corpus")
+        train_file = tiny_data.resolve_builtin(config.data.train_file, workdir, "corpus")
         source, sentences = _read_corpus(train_file)  # The rows TrainData holds, in its order.
         if len(sentences) != train_data.num_examples:
             raise RuntimeError(f"{train_file}: read {len(sentences)} sentences, "
@@ -138,7 +146,7 @@ def _read_corpus(train_file: str):
 
 def check_corpus(config, workdir: str) -> None:
     """An empty corpus is one clear error, before any model is loaded."""
-    train_file = run_model.resolve_builtin(config.data.train_file, workdir, "corpus")
+    train_file = tiny_data.resolve_builtin(config.data.train_file, workdir, "corpus")
     path = os.path.expanduser(train_file)
     if os.path.isfile(path):
         with open(path, encoding="utf-8", errors="replace") as handle:
@@ -163,9 +171,9 @@ def prepare(config, workdir: str) -> Distiller:
                                                         f"{distill.teacher}")
         tokenizer = teacher.tokenizer
     else:
-        from distilface_jax import hf
+        from distilface_jax.interop import hf
         try:
-            student_config, params, tokenizer = run_model.build_initial_model(config, workdir)
+            student_config, params, tokenizer = initial_model.build_initial_model(config, workdir)
         except hf.ModelLoadError as error:
             raise hf.ModelLoadError(f"student: {error}") from error
         student_lib.check_vocabulary(student_config, tokenizer, f"student {config.model.name_or_path}")
@@ -174,7 +182,7 @@ def prepare(config, workdir: str) -> Distiller:
     params = dict(params)
     if student_config.hidden_size != teacher.width:
         params[PROJECTION] = _projection(student_config.hidden_size, teacher.width, config.seed)
-    settings = DistillSettings(apply_mlp=run_model.eval_pooling(config.model)[1], normalize=teacher.normalize,
+    settings = DistillSettings(apply_mlp=trained_model.eval_pooling(config.model)[1], normalize=teacher.normalize,
                                teacher_normalize=teacher.normalize, teacher_apply_mlp=teacher.apply_mlp,
                                temperature=distill.temperature, contrastive_weight=distill.contrastive_weight)
     distiller = Distiller(teacher, settings, student_config, params, tokenizer)

@@ -18,11 +18,13 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, PartitionSpec as P
 
-from distilface_jax import losses, train_step
 from distilface_jax.distill import objective
-from distilface_jax.inference import PROJECTION  # noqa: F401  (re-used by distill/run.py)
+from distilface_jax.evaluation.inference import PROJECTION
 from distilface_jax.models.sentence_model import SentenceEncoder
-from distilface_jax.sharding import DATA_AXIS, batch_sharded, replicated
+from distilface_jax.training import losses, step as train_step
+from distilface_jax.training.keys import example_keys
+from distilface_jax.training.objective import LossConfig
+from distilface_jax.training.sharding import DATA_AXIS, batch_sharded, replicated
 
 TEACHER_EMBEDDING = "teacher_embedding"  # batch key of cached teacher embeddings, float32 [B, D]
 TEACHER_PREFIX = "teacher_"  # batch keys of the teacher's own tokens (teacher in the step)
@@ -83,7 +85,7 @@ def distill_value_and_grad(params, batch: dict, step_key, *, deterministic: bool
     def per_device(params, local_batch, step_key, teacher_params):
         count = local_batch["input_ids"].shape[0]
         first_index = jax.lax.axis_index(DATA_AXIS) * count
-        keys = train_step.example_keys(step_key, first_index, count, 1)[:, 0]  # [b]
+        keys = example_keys(step_key, first_index, count, 1)[:, 0]  # [b]
         s = student_embeddings(model, params, _rows(local_batch), keys, settings, deterministic)
         if teacher is None:
             t = local_batch[TEACHER_EMBEDDING]
@@ -109,7 +111,7 @@ def make_distill_step(model: SentenceEncoder, optimizer, schedule, mesh: Mesh, s
         gradient_fn = functools.partial(distill_value_and_grad, model=model, teacher=teacher,
                                         teacher_params=teacher_params, mesh=mesh, settings=settings)
         return train_step.train_step(state, batch, model=model, optimizer=optimizer, schedule=schedule, mesh=mesh,
-                                     num_views=1, loss_config=train_step.LossConfig(), gradient_fn=gradient_fn)
+                                     num_views=1, loss_config=LossConfig(), gradient_fn=gradient_fn)
 
     jitted = jax.jit(step, in_shardings=(state_sharding, batch_sharded(mesh), replicated(mesh)),
                      out_shardings=(state_sharding, replicated(mesh)), donate_argnums=0)

@@ -24,11 +24,11 @@ from typing import Any, Callable, Optional, Sequence
 import jax
 import numpy as np
 
-from distilface_jax import hf, st_folder
-from distilface_jax.atomic import atomic_file
 from distilface_jax.distill.student import check_vocabulary
+from distilface_jax.interop import hf, st_folder
 from distilface_jax.models.config import EncoderConfig
 from distilface_jax.models.pooling import POOLERS
+from distilface_jax.run_folder import atomic_file
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ def embed_corpus(teacher: Teacher, sentences: Sequence[str], batch_size: int = 1
     Rows are dealt out strided (process p embeds sentences p, p+P, ...), so each host gets the
     same mix of lengths rather than one host all the long ones.
     """
-    from distilface_jax.inference import make_embed_fn
+    from distilface_jax.evaluation.inference import make_embed_fn
     count, index = jax.process_count(), jax.process_index()
     # Per-device batches as in a single-device run: the global row count scales with the devices.
     devices = jax.local_devices()

@@ -1,0 +1,1 @@
+"""Evaluation: bucketed, jitted sentence embedding and the SentEval STS protocol."""

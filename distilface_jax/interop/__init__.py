@@ -1,0 +1,1 @@
+"""Interoperability: Hugging Face checkpoints (import and export) and sentence-transformers folders."""

@@ -1,0 +1,123 @@
+"""Resuming a run from its latest checkpoint: which settings may differ, how an old workdir's
+config is read, and continuing a finished run to a greater length (`--config.extend=True`).
+
+May change on resume (`MAY_CHANGE`, an allow-list): how often the run logs, evaluates and
+saves, the compute dtype and attention kernel, GradCache chunking, the profile window, where
+the token cache and the evaluation data live, and evaluation settings: none changes what is
+computed. Any other difference in the config (a key added later included) would silently
+train a different run, so it is refused, naming every difference.
+
+A run's length (`max_steps`, or `num_epochs` x steps per epoch) plans its learning-rate
+schedule, so resuming with another length would silently train a different run: without
+`extend` it is refused like any other run-defining change. With `extend`, training continues
+from the latest checkpoint and the schedule is re-planned to the new total: from that step on
+the learning rate is the one a run planned for the new total would have had (linear decay
+from `learning_rate` to 0 at the new last step). Each extension is recorded in run_info.json
+under "extensions" (from which step, the old and the new total).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+from distilface_jax import run_folder
+
+# Settings that may differ between a checkpoint and the config resuming it: they do not change
+# what is computed. A key is allowed with everything below it ("eval" = every eval.* setting).
+MAY_CHANGE = (
+    "log_every", "eval_every", "checkpoint_every", "keep_checkpoints", "grad_cache_chunk_size", "extend",
+    "profile_steps", "model.dtype", "model.attention_impl", "data.cache_dir", "eval")
+EXTENSION_KEYS = ("num_epochs", "max_steps")  # The run's length: may change only with `extend`.
+
+
+class ConfigMismatchError(ValueError):
+    pass
+
+
+def _leaves(tree: dict, prefix: str = "") -> dict:
+    """{"model": {"pooler": "cls"}} → {"model.pooler": "cls"} (lists are leaves)."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat.update(_leaves(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _may_change(key: str, allowed: tuple[str, ...]) -> bool:
+    return any(key == name or key.startswith(name + ".") for name in allowed)
+
+
+def check_resumable(saved: dict, current: dict, saved_model: dict, current_model: dict, source: str) -> None:
+    """Raises ConfigMismatchError naming every setting outside `MAY_CHANGE` that differs (the
+    run's length only when `extend` is not set) and every difference of the model's shape."""
+    allowed = MAY_CHANGE + (EXTENSION_KEYS if current.get("extend") else ())
+    saved_leaves, current_leaves = _leaves(saved), _leaves(current)
+    changed = [key for key in sorted(set(saved_leaves) | set(current_leaves))
+               if not _may_change(key, allowed) and saved_leaves.get(key) != current_leaves.get(key)]
+    differences = [f"{key}: checkpoint has {saved_leaves.get(key)!r}, config has {current_leaves.get(key)!r}"
+                   for key in changed]
+    if any(key in EXTENSION_KEYS for key in changed):
+        differences.append("to continue this run to the new length, pass --config.extend=True")
+    differences += [f"model shape {key}: checkpoint has {saved_model.get(key)!r}, now {current_model.get(key)!r}"
+                    for key in sorted(set(saved_model) | set(current_model))
+                    if saved_model.get(key) != current_model.get(key)]
+    if differences:
+        raise ConfigMismatchError(f"{source} was written by a different run; nothing was changed. "
+                                  "Use a new --workdir, or restore these settings:\n  " + "\n  ".join(differences))
+
+
+def with_legacy_keys(saved: dict, current: dict, checkpoint_has_mlp: bool) -> dict:
+    """A saved run config with the keys it predates filled in as the code that wrote it behaved.
+
+      model.mlp_init: that code kept the checkpoint's MLP head when it had one, so "pretrained"
+        where the checkpoint carries one, else "random".
+      loss.mlm_tie_decoder: that code tied the MLM decoder to the word embeddings (True); with
+        no MLM loss there is no decoder, and the current value is taken.
+      distill.keep_projection: that code always dropped a student's width map (False).
+    A pooler other than 'cls' never applies the MLP in training, so there the current value is
+    taken too. Keys already present are left as they are.
+    """
+    filled = json.loads(json.dumps(saved))
+    model, loss = filled.setdefault("model", {}), filled.setdefault("loss", {})
+    if "mlp_init" not in model:
+        uses_mlp = model.get("pooler") == "cls"
+        model["mlp_init"] = ("pretrained" if checkpoint_has_mlp else "random") if uses_mlp \
+            else current["model"]["mlp_init"]
+    if "mlm_tie_decoder" not in loss:
+        loss["mlm_tie_decoder"] = True if loss.get("do_mlm") else current["loss"]["mlm_tie_decoder"]
+    if "distill" in filled and "keep_projection" not in filled["distill"]:
+        filled["distill"]["keep_projection"] = False  # That code dropped the width map at export.
+    return filled
+
+
+def check_extension(config, saved_total: int, total_steps: int, start: int) -> None:
+    """The checkpoint planned `saved_total` steps, this config plans `total_steps`: allowed only
+    with `config.extend`, and never to fewer steps than were already done."""
+    if not config.extend:
+        raise ConfigMismatchError(
+            f"the checkpoint of step {start} was planned for {saved_total} steps, this config plans {total_steps} "
+            "(did the training data change?); nothing was changed. Restore the data, or pass --config.extend=True")
+    if total_steps < start:
+        raise ConfigMismatchError(f"--config.extend=True: the new length ({total_steps} steps) is below the "
+                                  f"{start} steps already trained; nothing was changed")
+
+
+def record_extension(info: dict, workdir: str, start: int, saved_total: Optional[int], total_steps: int) -> None:
+    """Adds the run's extensions (earlier ones from the previous run_info.json, and this one) to `info`."""
+    previous = run_folder.path(workdir, run_folder.RUN_INFO_FILE)
+    extensions = []
+    if start and previous.exists():
+        try:
+            extensions = list(json.loads(previous.read_text()).get("extensions", []))
+        except (ValueError, OSError):
+            extensions = []
+    extensions = [e for e in extensions if e.get("from_step", 0) < start or
+                  (e.get("from_step") == start and saved_total is not None and saved_total != total_steps)]
+    if saved_total is not None and saved_total != total_steps and not any(
+            e.get("from_step") == start and e.get("total_steps") == total_steps for e in extensions):
+        extensions.append({"from_step": start, "previous_total_steps": saved_total, "total_steps": total_steps})
+    if extensions:
+        info["extensions"] = extensions

@@ -1,0 +1,307 @@
+"""`train_and_evaluate(config, workdir)`: the training loop around the jitted step.
+
+The loop never waits on the device between logs: step outputs stay on device until a log,
+eval, checkpoint or the end needs them (a per-step sync nearly doubles a small step's time on
+a GPU). Every saved state has been checked finite first, so a NaN never reaches a checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import platform
+import sys
+import time
+from typing import Optional
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint
+import transformers
+
+from distilface_jax import run_folder, trained_model
+from distilface_jax.distill import run as distill_run
+from distilface_jax.evaluation import sts
+from distilface_jax.evaluation.inference import PROJECTION, make_embed_fn
+from distilface_jax.models.sentence_model import SentenceEncoder
+from distilface_jax.training import checkpoint, data, initial_model, profiling, resume, sharding, tiny_data
+from distilface_jax.training.grad_cache import make_grad_cache_fn
+from distilface_jax.training.interrupts import StopSignals
+from distilface_jax.training.metrics import MetricsWriter, json_value, read_metrics, rewind_metrics
+from distilface_jax.training.objective import LossConfig, MlmVocabulary
+from distilface_jax.training.optimizer import OptimizerSettings, make_optimizer
+from distilface_jax.training.progress import StepProgress
+from distilface_jax.training.state import create_train_state, state_shardings
+from distilface_jax.training.step import make_train_step
+
+logger = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+@dataclasses.dataclass
+class Outcome:
+    final_step: int
+    preempted: bool = False  # stopped early by SIGTERM or Ctrl-C, state saved
+    interrupted: bool = False  # the stop was a Ctrl-C (exit status 130)
+    best_step: Optional[int] = None
+    best_dev: Optional[float] = None
+    test_results: Optional[dict] = None
+
+
+def load_train_data(config, tokenizer, workdir: str) -> data.TrainData:
+    train_file = tiny_data.resolve_builtin(config.data.train_file, workdir, "corpus")
+    cache_dir = config.data.cache_dir or run_folder.default_cache_dir(workdir)
+    loader = {"unsup": data.load_unsupervised, "sup": data.load_supervised}.get(config.data.format)
+    if loader is None:
+        raise ValueError(f"config.data.format must be 'unsup' or 'sup', got {config.data.format!r}")
+    return loader(train_file, tokenizer, global_batch_size=config.batch_size, seed=config.seed,
+                  max_seq_length=config.data.max_seq_length, cache_dir=cache_dir)
+
+
+class _Evaluator:
+    """STS evaluation of the current params on this process's first device."""
+
+    def __init__(self, config, encoder_config, tokenizer, workdir: str):
+        self.sts_dir = tiny_data.resolve_builtin(config.eval.sts_dir, workdir, "sts")
+        self.pooler, self.apply_mlp = trained_model.eval_pooling(config.model)
+        self.project = distill_run.keeps_projection(config)  # Dev scores the model that is exported.
+        self.encoder_config, self.tokenizer, self.batch_size = encoder_config, tokenizer, config.eval.batch_size
+        self.dev_suite = sts.load_suite(self.sts_dir, mode="dev") if config.eval_every > 0 else None
+
+    def run(self, params, suite, progress=None, what: str = "") -> dict:
+        if progress is not None:
+            progress.write(f"{what}: evaluating {len(suite)} tasks ...")
+        start = time.perf_counter()
+        results = self._run(params, suite)
+        if progress is not None:
+            scores = "  ".join(f"{task.name} {results[task.name]:.2f}" for task in suite)
+            progress.write(f"{what}: {scores}  avg {results['avg']:.2f}  ({time.perf_counter() - start:.0f} s)")
+        return results
+
+    def _run(self, params, suite) -> dict:
+        embed = make_embed_fn(self.encoder_config, sharding.local_copy(params), self.tokenizer, pooler=self.pooler,
+                              apply_mlp=self.apply_mlp, batch_size=self.batch_size,
+                              project=self.project and PROJECTION in params)
+        return sts.evaluate_suite(embed, suite)
+
+
+def _fetch(pending: list[tuple[int, dict]]) -> list[tuple[int, dict]]:
+    """Device metrics → host floats, checking that every loss and gradient norm is finite."""
+    fetched = jax.device_get(pending)
+    for step, metrics in fetched:
+        for key in ("loss", "gradient_norm"):
+            if not math.isfinite(float(metrics[key])):
+                raise NonFiniteLossError(f"{key} is {float(metrics[key])} at step {step}")
+    return fetched
+
+
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+    return jnp.all(jnp.asarray([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree_util.tree_leaves(tree)]))
+
+
+def _check_params_finite(state, step: int) -> None:
+    """A finite loss and gradient do not prove a finite update (an optimizer overflow does not
+    show in either), so the parameters themselves are checked before they are saved."""
+    if not bool(_all_finite(state.params)):
+        raise NonFiniteLossError(f"parameters are not finite after step {step}")
+
+
+def _summarise(fetched: list[tuple[int, dict]], timed_steps: int, seconds: float, batch_size: int) -> dict:
+    keys = fetched[-1][1].keys()
+    summary = {key: float(np.mean([float(m[key]) for _, m in fetched])) for key in keys}
+    summary["learning_rate"] = float(fetched[-1][1]["learning_rate"])
+    # None for a window holding only the compiling first step: it has no throughput to report.
+    summary["sentences_per_second"] = timed_steps * batch_size / max(seconds, 1e-9) if timed_steps else None
+    return summary
+
+
+def train_and_evaluate(config, workdir: str) -> Outcome:
+    workdir = run_folder.absolute(workdir)
+    is_main = jax.process_index() == 0
+    mesh = sharding.make_mesh()
+    sharding.check_batch_size(config.batch_size, mesh)
+    # A distillation config (configs/distill_*.py) brings its student, teacher targets and step.
+    distiller = distill_run.prepare(config, workdir) if distill_run.enabled(config) else None
+    initial = (initial_model.InitialModel(*distiller.student, checkpoint_has_mlp=False) if distiller
+               else initial_model.initial_model(config, workdir))
+    encoder_config, params, tokenizer = initial.encoder_config, initial.params, initial.tokenizer
+    train_data = load_train_data(config, tokenizer, workdir)
+    if distiller:
+        train_data = distiller.attach_teacher(train_data, config, workdir)
+    if train_data.num_skipped_lines and is_main:
+        logger.info("skipped %d empty lines of %s", train_data.num_skipped_lines, config.data.train_file)
+    total_steps = config.max_steps if config.max_steps > 0 else config.num_epochs * train_data.steps_per_epoch
+    optimizer, schedule = make_optimizer(OptimizerSettings.from_config(config), total_steps)
+    replicated = sharding.replicated(mesh)
+    state = create_train_state(params, optimizer, config.seed, replicated)
+    del params
+    initial.params = None  # The state holds them now; no second host copy.
+    evaluator = _Evaluator(config, encoder_config, tokenizer, workdir)
+    runs = checkpoint.RunCheckpoints(workdir, keep=config.keep_checkpoints)
+    state, start, best_step, best_dev, saved_total = _resume_or_start(runs, state, config, encoder_config, tokenizer,
+                                                                      workdir, replicated, initial.checkpoint_has_mlp)
+    if saved_total is not None and saved_total != total_steps:
+        resume.check_extension(config, saved_total, total_steps, start)
+    if is_main:
+        _write_run_info(workdir, config, mesh, total_steps, start, saved_total)
+
+    if distiller:
+        step_fn = distiller.make_step(config, mesh, optimizer, schedule, state_shardings(state, replicated))
+    else:
+        step_fn = _build_step(config, encoder_config, tokenizer, mesh, optimizer, schedule,
+                              max(2, train_data.num_views), state_shardings(state, replicated))
+    writer = MetricsWriter(workdir, enabled=is_main)
+    meta_base = {"config": config.to_dict(), "encoder_config": encoder_config.to_hf_dict(), "total_steps": total_steps}
+    flag = StopSignals()
+    progress = StepProgress(start, total_steps, enabled=is_main)
+    profiler = profiling.StepProfiler(profiling.parse_window(config.profile_steps),
+                                      str(run_folder.path(workdir, run_folder.PROFILE_DIR)), enabled=is_main)
+    pending: list[tuple[int, dict]] = []
+    window_start, timed_steps = time.perf_counter(), 0
+    outcome = Outcome(final_step=start)
+    try:
+        for step in range(start, total_steps):
+            batch = sharding.global_batch(train_data.batch(step, jax.process_index(), jax.process_count()), mesh)
+            with profiler.step(step):
+                state, metrics = step_fn(state, batch)
+            profiler.after_step(step, metrics)
+            pending.append((step + 1, metrics))
+            done = step + 1
+            timed_steps += 1
+            progress.dispatched(done, metrics)
+            if step == start:  # The first step compiles: one wait, so throughput excludes compile time.
+                jax.block_until_ready(metrics)
+                window_start, timed_steps = time.perf_counter(), 0
+            preempted = _preempted(flag, runs, done)
+            evaluate_now = config.eval_every > 0 and (done % config.eval_every == 0 or done == total_steps)
+            save_now = done % config.checkpoint_every == 0 or done == total_steps or preempted
+            if done % config.log_every == 0 or evaluate_now or save_now:
+                fetched = _fetch(pending)  # Raises before anything non-finite can be saved.
+                pending.clear()
+                summary = _summarise(fetched, timed_steps, time.perf_counter() - window_start, config.batch_size)
+                writer.write(done, summary, prefix="train/")
+                progress.finished(done)
+                progress.show(summary["loss"], summary["sentences_per_second"])
+                window_start, timed_steps = time.perf_counter(), 0
+            if evaluate_now:
+                dev = evaluator.run(state.params, evaluator.dev_suite, progress, f"step {done}, dev")
+                dev_scores = {key: dev[key] for key in ("STSBenchmark", "SICKRelatedness", "avg")}
+                writer.write(done, {"split": "dev", **dev_scores}, prefix="dev/")
+                if dev["STSBenchmark"] > best_dev:
+                    best_step, best_dev = done, dev["STSBenchmark"]
+                    runs.save_best(done, state.params, dict(meta_base, step=done, dev=dev_scores))
+                window_start, timed_steps = time.perf_counter(), 0  # Evaluation is not training throughput.
+            if save_now:
+                _check_params_finite(state, done)
+                runs.save(state, dict(meta_base, step=done, best_step=best_step, best_dev=best_dev))
+            outcome.final_step = done
+            if preempted:
+                outcome.preempted, outcome.interrupted = True, flag.interrupted
+                break
+    finally:
+        profiler.stop()
+        runs.wait()  # An async save of a good state in flight must finish, whatever happened.
+        flag.restore()
+        progress.close()
+    outcome.best_step, outcome.best_dev = best_step, (best_dev if best_step is not None else None)
+    # Rerunning a finished run (e.g. a repeated launch) must not evaluate and log the test twice.
+    already_tested = start >= total_steps and any(r.get("split") == "test" for r in read_metrics(workdir))
+    if not outcome.preempted and config.eval.final_test and not already_tested:
+        final_params = state.params if best_step is None else runs.restore_params(
+            best_step, checkpoint.abstract_like(state.params, replicated), best=True)
+        outcome.test_results = _final_test(evaluator, final_params, writer, workdir, outcome.final_step,
+                                           best_step or outcome.final_step, best=best_step is not None)
+    writer.close()
+    runs.close()
+    return outcome
+
+
+def _resume_or_start(runs, state, config, encoder_config, tokenizer, workdir: str, replicated,
+                     checkpoint_has_mlp: bool):
+    """(state, first step, best step, best dev score, the checkpoint's planned total steps or
+    None): restored from the latest checkpoint, or a new run. A checkpoint written before a
+    run-defining key existed is compared as that code ran (`resume.with_legacy_keys`)."""
+    start = runs.latest_step()
+    if start is None:
+        if jax.process_index() == 0:
+            trained_model.save_run_description(workdir, config, encoder_config, tokenizer)
+        return state, 0, None, -math.inf, None
+    meta = runs.read_meta(start)
+    # Compared as saved (JSON): a tuple setting such as distill.student_layers reads back as a list.
+    current = json.loads(config.to_json_best_effort())
+    saved = resume.with_legacy_keys(meta["config"], current, checkpoint_has_mlp)
+    resume.check_resumable(saved, current, meta["encoder_config"], encoder_config.to_hf_dict(),
+                           f"{workdir}/{run_folder.LATEST_DIR}/{start}")
+    state = runs.restore_state(start, checkpoint.abstract_like(state, replicated))
+    for step in [s for s in runs.best.all_steps() if s > start]:
+        runs.best.delete(step)  # The resumed run will recreate them, identically.
+    best_step, best_dev = runs.best_step(), -math.inf
+    if best_step is not None:
+        best_dev = runs.read_meta(best_step, best=True)["dev"]["STSBenchmark"]
+    if jax.process_index() == 0:
+        rewind_metrics(workdir, start)
+        logger.info("resuming from step %d of %s", start, workdir)
+    return state, start, best_step, best_dev, meta.get("total_steps")
+
+
+def _build_step(config, encoder_config, tokenizer, mesh, optimizer, schedule, num_views: int, state_sharding):
+    """The jitted step for this config (with GradCache when `grad_cache_chunk_size` > 0)."""
+    model = SentenceEncoder(encoder_config, pooler=config.model.pooler, dtype=jnp.dtype(config.model.dtype),
+                            attention_impl=config.model.attention_impl, with_mlm_head=config.loss.do_mlm,
+                            tie_mlm_decoder=config.loss.mlm_tie_decoder)
+    loss_config = LossConfig(temperature=config.loss.temperature, hard_negative_weight=config.loss.hard_negative_weight,
+                             do_mlm=config.loss.do_mlm, mlm_weight=config.loss.mlm_weight,
+                             mlm_probability=config.loss.mlm_probability)
+    vocabulary = MlmVocabulary.of(tokenizer, encoder_config.vocab_size) if config.loss.do_mlm else None
+    gradient_fn = None
+    if config.grad_cache_chunk_size:
+        gradient_fn = make_grad_cache_fn(model, mesh, num_views, loss_config, config.grad_cache_chunk_size)
+    return make_train_step(model, optimizer, schedule, mesh, num_views, loss_config, state_sharding, gradient_fn,
+                           mlm_vocabulary=vocabulary)
+
+
+def _final_test(evaluator, params, writer, workdir: str, step: int, evaluated_step: int, *, best: bool) -> dict:
+    """The 7-task STS test of `params`: logged, written to sts_test.json and printed (process 0)."""
+    label = "best step" if best else "step"
+    if jax.process_index() == 0:
+        print(f"test of {label} {evaluated_step}: evaluating 7 tasks ...",
+              file=sys.stderr, flush=True)
+    results = evaluator.run(params, sts.load_suite(evaluator.sts_dir, mode="test"))
+    writer.write(step, {"split": "test", "evaluated_step": evaluated_step,
+                        **{key: value for key, value in results.items() if key != "details"}})
+    if jax.process_index() == 0:
+        run_folder.write_text(run_folder.path(workdir, run_folder.STS_TEST_FILE),
+                                 json.dumps(json_value(results), indent=2, allow_nan=False))
+        print(sts.format_table(results, title=f"STS test, {label} {evaluated_step}"), flush=True)
+    return results
+
+
+def _preempted(flag: StopSignals, runs: checkpoint.RunCheckpoints, step: int) -> bool:
+    if jax.process_count() > 1:
+        # All hosts must agree on the step to stop at, or their collective save deadlocks:
+        # Orbax's preemption sync point gives every host the same answer.
+        return runs.latest.reached_preemption(step)
+    return flag.received is not None
+
+
+def _write_run_info(workdir: str, config, mesh, total_steps: int, start: int, saved_total: Optional[int]) -> None:
+    info = {
+        "num_devices": int(mesh.devices.size), "num_processes": jax.process_count(),
+        "device_kind": jax.devices()[0].device_kind, "platform": jax.devices()[0].platform,
+        "total_steps": total_steps, "resumed_from_step": start or None,
+        "versions": {"python": platform.python_version(), "jax": jax.__version__, "flax": flax.__version__,
+                     "optax": optax.__version__, "orbax-checkpoint": orbax.checkpoint.__version__,
+                     "transformers": transformers.__version__},
+        "config": config.to_dict(),
+    }
+    resume.record_extension(info, workdir, start, saved_total, total_steps)
+    run_folder.write_text(run_folder.path(workdir, run_folder.RUN_INFO_FILE), json.dumps(info, indent=2, default=str))

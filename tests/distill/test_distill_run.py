@@ -1,0 +1,251 @@
+"""Distillation as a recipe of the shared trainer, on tiny models: bit-identical resume after an
+interruption, the teacher's corpus embeddings computed once (not per epoch, not per run), the
+export loaded by sentence-transformers equal to `encode --workdir`, and one clear error for
+each bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from distilface_jax import encode, export
+from distilface_jax.config.base import BUILTIN_TINY, base_config
+from distilface_jax.distill import run as distill_run, teacher as teacher_lib
+from distilface_jax.distill.student import StudentError
+from distilface_jax.interop.hf import ModelLoadError
+from distilface_jax.trained_model import load_run_model
+from distilface_jax.training import trainer
+from distilface_jax.training.metrics import read_metrics
+
+from helpers import SENTENCES, WORDS, make_tokenizer, save_tiny_hf_model
+
+CORPUS_LINES = 48  # batch 16: 3 steps per epoch, so 8 steps run through 3 epochs
+
+
+def write_corpus(path: Path, lines: int = CORPUS_LINES) -> Path:
+    rng = np.random.default_rng(0)
+    path.write_text("\n".join(" ".join(rng.choice(WORDS, rng.integers(3, 12))) for _ in range(lines)) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory) -> Path:
+    return save_tiny_hf_model(tmp_path_factory.mktemp("distill_teacher"), "bert", seed=1)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    return write_corpus(tmp_path_factory.mktemp("corpus") / "corpus.txt")
+
+
+def distill_config(teacher_dir, corpus, cache_dir, **overrides):
+    config = base_config()
+    config.distill = distill_run.distill_block()
+    config.distill.teacher = str(teacher_dir)
+    config.distill.teacher_pooler = "avg"  # A plain HF folder: its pipeline is given in the config.
+    config.distill.teacher_normalize = True
+    config.distill.student_layers = (1,)
+    config.model.name_or_path = ""
+    config.model.pooler = "avg"
+    config.data.train_file = str(corpus)
+    config.data.cache_dir = str(cache_dir)
+    config.data.max_seq_length = 16
+    config.eval.sts_dir = BUILTIN_TINY
+    config.eval.batch_size = 32
+    config.eval.final_test = False
+    config.batch_size = 16
+    config.learning_rate = 1e-3
+    config.max_steps = 8
+    config.log_every = 1
+    config.eval_every = 8  # One evaluation (at the end): the best checkpoint the export reads.
+    config.checkpoint_every = 4
+    for dotted, value in overrides.items():
+        node = config
+        *parents, leaf = dotted.split("__")
+        for parent in parents:
+            node = node[parent]
+        node[leaf] = value
+    return config
+
+
+@pytest.fixture
+def count_teacher_runs(monkeypatch):
+    calls = []
+    original = teacher_lib.embed_corpus
+
+    def counting(teacher, sentences, batch_size=128):
+        calls.append(len(sentences))
+        return original(teacher, sentences, batch_size)
+
+    monkeypatch.setattr(teacher_lib, "embed_corpus", counting)
+    return calls
+
+
+def losses_by_step(workdir) -> dict[int, float]:
+    return {r["step"]: r["loss"] for r in read_metrics(str(workdir)) if "loss" in r}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(teacher_dir, corpus, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("distill_run")
+    workdir = folder / "run"
+    outcome = trainer.train_and_evaluate(distill_config(teacher_dir, corpus, folder / "cache"), str(workdir))
+    assert outcome.final_step == 8 and outcome.best_step is not None
+    return workdir
+
+
+def test_interrupted_run_resumes_bit_identical_and_the_teacher_runs_once(uninterrupted, teacher_dir, corpus, tmp_path,
+                                                                        monkeypatch, count_teacher_runs):
+    config = distill_config(teacher_dir, corpus, tmp_path / "cache")
+    workdir = tmp_path / "run"
+    real_preempted = trainer._preempted
+    monkeypatch.setattr(trainer, "_preempted", lambda flag, runs, step: step == 4 or real_preempted(flag, runs, step))
+    first = trainer.train_and_evaluate(config, str(workdir))
+    assert first.preempted and first.final_step == 4
+    # Written before distill.keep_projection existed: such a workdir resumes (read as False).
+    for path in workdir.glob("checkpoints/*/meta/metadata"):  # The run config each checkpoint saved.
+        meta = json.loads(path.read_text())
+        del meta["config"]["distill"]["keep_projection"]
+        path.write_text(json.dumps(meta))
+    monkeypatch.setattr(trainer, "_preempted", real_preempted)
+    second = trainer.train_and_evaluate(config, str(workdir))
+    assert second.final_step == 8 and not second.preempted
+    assert count_teacher_runs == [CORPUS_LINES]  # Once for 3 epochs and two processes' worth of runs.
+    assert losses_by_step(workdir) == losses_by_step(uninterrupted)  # Every step, bit for bit.
+    jax.tree_util.tree_map(np.testing.assert_array_equal, jax.device_get(load_run_model(str(workdir)).params),
+                           jax.device_get(load_run_model(str(uninterrupted)).params))
+    # The cache key follows the teacher's pipeline: another normalisation or length is another entry.
+    def key(**settings):
+        teacher = teacher_lib.load_teacher(str(teacher_dir), pooler="avg", **settings)
+        return teacher_lib.cache_path("cache", "corpus.txt", {"path": "corpus.txt"}, teacher, CORPUS_LINES)
+    assert len({key(normalize=True), key(normalize=False), key(normalize=True, max_length=8)}) == 3
+    assert key(normalize=True) == key(normalize=True)
+
+
+def test_export_loads_in_sentence_transformers_with_the_embeddings_of_encode(uninterrupted, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    out = tmp_path / "student"
+    assert export.main(["--workdir", str(uninterrupted), "--step", "best", "--out", str(out)]) == 0
+    modules = [m["type"].rsplit(".", 1)[-1] for m in json.loads((out / "modules.json").read_text())]
+    assert modules == ["Transformer", "Pooling", "Normalize"]  # The teacher's pipeline.
+    assert json.loads((out / "config.json").read_text())["num_hidden_layers"] == 1
+    sentences = tmp_path / "sentences.txt"
+    sentences.write_text("\n".join(SENTENCES) + "\n")
+    assert encode.main(["--workdir", str(uninterrupted), "--step", "best", "--input", str(sentences),
+                        "--output", str(tmp_path / "ours.npy")]) == 0
+    ours = np.load(tmp_path / "ours.npy")
+    theirs = SentenceTransformer(str(out), device="cpu").encode(SENTENCES, convert_to_numpy=True)
+    np.testing.assert_allclose(ours, theirs, atol=2e-5)
+    np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def _roberta_folder(folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"model_type": "roberta", "hidden_size": 32}))
+    return folder
+
+
+def _small_vocabulary_bert(folder: Path) -> Path:
+    import transformers
+    tokenizer = make_tokenizer(folder)
+    config = transformers.BertConfig(vocab_size=20, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                                     intermediate_size=64, max_position_embeddings=64)
+    transformers.BertModel(config).save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
+    return folder
+
+
+@pytest.mark.parametrize("case", ["teacher_family", "student_family", "layer_range", "student_vocabulary",
+                                  "empty_corpus"])
+def test_bad_input_is_one_clear_error(case, teacher_dir, corpus, tmp_path):
+    overrides, error, message = {}, ValueError, None
+    if case == "teacher_family":
+        overrides, error, message = ({"distill__teacher": str(_roberta_folder(tmp_path / "roberta"))}, ModelLoadError,
+                                     r"teacher: .*model_type 'roberta' is not supported")
+    elif case == "student_family":
+        overrides = {"distill__student_layers": None, "model__name_or_path": str(_roberta_folder(tmp_path / "roberta"))}
+        error, message = ModelLoadError, r"student: .*model_type 'roberta' is not supported"
+    elif case == "layer_range":
+        overrides, error = {"distill__student_layers": (0, 2)}, StudentError
+        message = r"student_layers: layer 2 is out of range for the 2-layer teacher"
+    elif case == "student_vocabulary":
+        overrides = {"distill__student_layers": None,
+                     "model__name_or_path": str(_small_vocabulary_bert(tmp_path / "small_vocab"))}
+        error, message = StudentError, r"student .*tokenizer has \d+ tokens but the model's vocabulary has 20"
+    elif case == "empty_corpus":
+        empty = tmp_path / "empty.txt"
+        empty.write_text("\n  \n")
+        overrides, message = {"data__train_file": str(empty)}, r"empty.txt: the corpus is empty"
+    config = distill_config(teacher_dir, corpus, tmp_path / "cache", **overrides)
+    with pytest.raises(error, match=message) as raised:
+        trainer.train_and_evaluate(config, str(tmp_path / "run"))
+    assert "\n" not in str(raised.value)
+    assert not (tmp_path / "run" / "checkpoints").exists()  # Nothing half-started.
+
+
+# ----------------------------------------------------------------------------- width map kept
+
+
+def _narrow_distilbert(folder: Path, width: int = 16) -> Path:
+    """A student half as wide as the 32-wide teacher, with the same tokenizer."""
+    import torch
+    import transformers
+    torch.manual_seed(3)
+    tokenizer = make_tokenizer(folder)
+    config = transformers.DistilBertConfig(vocab_size=tokenizer.vocab_size, dim=width, n_layers=1, n_heads=2,
+                                           hidden_dim=2 * width, max_position_embeddings=64)
+    transformers.DistilBertModel(config).save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
+    return folder
+
+
+def test_a_kept_width_map_is_evaluated_and_exported_as_a_dense_module(teacher_dir, corpus, tmp_path):
+    """distill.keep_projection=True: the narrow student's D_s→D_t map is part of the model. The
+    export (Transformer → Pooling → Dense → Normalize) loaded by sentence-transformers gives the
+    teacher-wide embeddings of `encode --workdir`, which are the student's pooled output through
+    the checkpoint's map, normalised (numpy)."""
+    from sentence_transformers import SentenceTransformer
+
+    student_dir = _narrow_distilbert(tmp_path / "narrow")
+    config = distill_config(teacher_dir, corpus, tmp_path / "cache", distill__student_layers=None,
+                            distill__keep_projection=True, model__name_or_path=str(student_dir), max_steps=2,
+                            eval_every=2, checkpoint_every=2)
+    workdir = tmp_path / "run"
+    trainer.train_and_evaluate(config, str(workdir))
+    out = tmp_path / "student"
+    assert export.main(["--workdir", str(workdir), "--out", str(out)]) == 0
+    modules = json.loads((out / "modules.json").read_text())
+    assert [m["type"].rsplit(".", 1)[-1] for m in modules] == ["Transformer", "Pooling", "Dense", "Normalize"]
+    assert json.loads((out / "sentence_bert_config.json").read_text())["max_seq_length"] == 64  # the teacher's
+    sentences = tmp_path / "sentences.txt"
+    sentences.write_text("\n".join(SENTENCES) + "\n")
+    assert encode.main(["--workdir", str(workdir), "--input", str(sentences), "--output", str(tmp_path / "o.npy")]) == 0
+    ours = np.load(tmp_path / "o.npy")
+    assert ours.shape == (len(SENTENCES), 32)  # teacher-wide
+    theirs = SentenceTransformer(str(out), device="cpu").encode(SENTENCES, convert_to_numpy=True)
+    np.testing.assert_allclose(ours, theirs, atol=2e-5)
+    # The exported folder read back by `encode --model` applies its Dense too.
+    assert encode.main(["--model", str(out), "--input", str(sentences), "--output", str(tmp_path / "f.npy")]) == 0
+    np.testing.assert_allclose(np.load(tmp_path / "f.npy"), theirs, atol=2e-5)
+
+    # Reference: HF's own DistilBERT on the exported weights, mean pooled, through the saved map.
+    import torch
+    import transformers
+    run = load_run_model(str(workdir))
+    kernel, bias = (np.asarray(run.params["projection"][k]) for k in ("kernel", "bias"))
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(out))
+    batch = tokenizer(SENTENCES, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        hidden = transformers.AutoModel.from_pretrained(str(out))(**batch).last_hidden_state.numpy()
+    mask = batch["attention_mask"].numpy()[..., None]
+    reference = ((hidden * mask).sum(1) / mask.sum(1)) @ kernel + bias
+    reference /= np.linalg.norm(reference, axis=1, keepdims=True)
+    np.testing.assert_allclose(ours, reference, atol=2e-5)

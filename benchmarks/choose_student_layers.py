@@ -42,8 +42,9 @@ def main() -> None:
     teacher = load_teacher(args.teacher)
     suite = sts.load_suite(args.sts_dir, mode="dev", tasks=["STSBenchmark"])
     start = time.perf_counter()
-    full = make_embed_fn(teacher.config, teacher.params, teacher.tokenizer, pooler=teacher.pooler,
-                         apply_mlp=teacher.apply_mlp)
+    full = make_embed_fn(
+        teacher.config, teacher.params, teacher.tokenizer, pooler=teacher.pooler, apply_mlp=teacher.apply_mlp
+    )
     report = {"teacher_STSBenchmark_dev": sts.evaluate_suite(full, suite)["STSBenchmark"]}
     print(f"teacher ({teacher.config.num_layers} layers): STS-B dev {report['teacher_STSBenchmark_dev']:.2f}")
     for size in args.sizes:

@@ -39,7 +39,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
-    sentences = encode.read_sentences(args.input)[:args.lines]
+    sentences = encode.read_sentences(args.input)[: args.lines]
     models = {"student": embedder(args.student), "teacher": embedder(args.teacher)}
     for embed in models.values():
         embed(sentences)  # compiles every bucket shape
@@ -49,8 +49,9 @@ def main() -> None:
             start = time.perf_counter()
             embed(sentences)
             seconds[name].append(time.perf_counter() - start)
-    report = {name: {"seconds": times, "sentences_per_second": len(sentences) / min(times)}
-              for name, times in seconds.items()}
+    report = {
+        name: {"seconds": times, "sentences_per_second": len(sentences) / min(times)} for name, times in seconds.items()
+    }
     report["speedup"] = report["student"]["sentences_per_second"] / report["teacher"]["sentences_per_second"]
     report["sentences"] = len(sentences)
     print(json.dumps(report, indent=2))

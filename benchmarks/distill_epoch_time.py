@@ -29,17 +29,38 @@ sys.path.insert(0, str(REPO))
 def time_ours(args, round_index: int) -> float:
     """Mean seconds per step of `python -m distilface_jax.train` after the warm-up steps."""
     workdir = args.out / f"ours_{round_index}"
-    command = [sys.executable, "-m", "distilface_jax.train", "--config", str(REPO / "configs/distill_minilm_l3.py"),
-               "--workdir", str(workdir), f"--config.distill.teacher={args.teacher}",
-               f"--config.data.train_file={args.train_file}", "--config.eval.sts_dir=unused",
-               f"--config.distill.student_layers=[{','.join(map(str, args.layers))}]",
-               f"--config.max_steps={args.steps}", f"--config.data.max_seq_length={args.max_seq_length}",
-               f"--config.learning_rate={args.learning_rate}", f"--config.log_every={args.warmup}", "--config.eval_every=0",
-               "--config.eval.final_test=False", f"--config.checkpoint_every={10 * args.steps}",
-               f"--config.data.cache_dir={args.cache_dir}", *(f"--config.{item}" for item in args.override)]
-    subprocess.run(command, check=True, cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)),
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    command = [
+        sys.executable,
+        "-m",
+        "distilface_jax.train",
+        "--config",
+        str(REPO / "configs/distill_minilm_l3.py"),
+        "--workdir",
+        str(workdir),
+        f"--config.distill.teacher={args.teacher}",
+        f"--config.data.train_file={args.train_file}",
+        "--config.eval.sts_dir=unused",
+        f"--config.distill.student_layers=[{','.join(map(str, args.layers))}]",
+        f"--config.max_steps={args.steps}",
+        f"--config.data.max_seq_length={args.max_seq_length}",
+        f"--config.learning_rate={args.learning_rate}",
+        f"--config.log_every={args.warmup}",
+        "--config.eval_every=0",
+        "--config.eval.final_test=False",
+        f"--config.checkpoint_every={10 * args.steps}",
+        f"--config.data.cache_dir={args.cache_dir}",
+        *(f"--config.{item}" for item in args.override),
+    ]
+    subprocess.run(
+        command,
+        check=True,
+        cwd=REPO,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     from distilface_jax.training.metrics import read_metrics
+
     records = [r for r in read_metrics(str(workdir)) if "loss" in r]
     timed = [r for r in records if r["step"] > args.warmup]  # Windows after the first (compile) one.
     seconds = sum(args.warmup * 64 / r["sentences_per_second"] for r in timed)
@@ -59,8 +80,9 @@ def time_peer(args, labels, sentences) -> float:
 
     student = SentenceTransformer(str(args.teacher), device="cpu")
     auto_model = student[0].auto_model
-    auto_model.encoder.layer = torch.nn.ModuleList([layer for i, layer in enumerate(auto_model.encoder.layer)
-                                                    if i in args.layers])
+    auto_model.encoder.layer = torch.nn.ModuleList(
+        [layer for i, layer in enumerate(auto_model.encoder.layer) if i in args.layers]
+    )
     auto_model.config.num_hidden_layers = len(args.layers)
     student.max_seq_length = args.max_seq_length
     dataset = Dataset.from_dict({"sentence": sentences, "label": labels.tolist()})
@@ -71,11 +93,24 @@ def time_peer(args, labels, sentences) -> float:
             stamps.append(time.perf_counter())
 
     training_args = SentenceTransformerTrainingArguments(
-        output_dir=str(args.out / "peer_trainer"), max_steps=args.steps, per_device_train_batch_size=64,
-        learning_rate=args.learning_rate, lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0,
-        save_strategy="no", logging_steps=1000, seed=0, dataloader_drop_last=True, report_to="none", use_cpu=True)
-    SentenceTransformerTrainer(model=student, args=training_args, train_dataset=dataset, loss=MSELoss(student),
-                               callbacks=[Stamp()]).train()
+        output_dir=str(args.out / "peer_trainer"),
+        max_steps=args.steps,
+        per_device_train_batch_size=64,
+        learning_rate=args.learning_rate,
+        lr_scheduler_type="linear",
+        warmup_steps=0,
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+        save_strategy="no",
+        logging_steps=1000,
+        seed=0,
+        dataloader_drop_last=True,
+        report_to="none",
+        use_cpu=True,
+    )
+    SentenceTransformerTrainer(
+        model=student, args=training_args, train_dataset=dataset, loss=MSELoss(student), callbacks=[Stamp()]
+    ).train()
     return (stamps[-1] - stamps[args.warmup - 1]) / (len(stamps) - args.warmup)
 
 
@@ -103,10 +138,14 @@ def main() -> None:
         ours.append(time_ours(args, round_index))
         peer.append(time_peer(args, labels, sentences))
         print(f"round {round_index}: ours {ours[-1]:.3f} s/step, peer {peer[-1]:.3f} s/step", flush=True)
-    report = {"ours_seconds_per_step": ours, "peer_seconds_per_step": peer, "steps_per_epoch": steps_per_epoch,
-              "ours_seconds_per_epoch": steps_per_epoch * float(np.mean(ours)),
-              "peer_seconds_per_epoch": steps_per_epoch * float(np.mean(peer)),
-              "settings": {k: str(v) for k, v in vars(args).items()}}
+    report = {
+        "ours_seconds_per_step": ours,
+        "peer_seconds_per_step": peer,
+        "steps_per_epoch": steps_per_epoch,
+        "ours_seconds_per_epoch": steps_per_epoch * float(np.mean(ours)),
+        "peer_seconds_per_epoch": steps_per_epoch * float(np.mean(peer)),
+        "settings": {k: str(v) for k, v in vars(args).items()},
+    }
     print(json.dumps(report, indent=2))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")

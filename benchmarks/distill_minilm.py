@@ -46,12 +46,16 @@ def log(message: str) -> None:
 
 
 def table(results: dict) -> dict:
-    return {key: round(float(results[key]), 2) for key in (*sts.TASKS, "avg")} if "STS12" in results else {
-        key: round(float(value), 2) for key, value in results.items() if key != "details"}
+    return (
+        {key: round(float(results[key]), 2) for key in (*sts.TASKS, "avg")}
+        if "STS12" in results
+        else {key: round(float(value), 2) for key, value in results.items() if key != "details"}
+    )
 
 
 def our_scores(config, params, tokenizer, pooler, suite) -> dict:
     from distilface_jax.evaluation.inference import make_embed_fn
+
     return table(sts.evaluate_suite(make_embed_fn(config, params, tokenizer, pooler=pooler), suite))
 
 
@@ -63,18 +67,32 @@ def st_scores(model, suite) -> dict:
 
 def run_ours(args, suite, teacher_dir: str) -> dict:
     from distilface_jax import trained_model as run_model  # (old module name kept in the body)
+
     workdir = args.out / "ours"
     steps_per_epoch = sum(1 for line in open(args.train_file, encoding="utf-8") if line.strip()) // args.batch_size
-    command = [sys.executable, "-m", "distilface_jax.train", "--config", str(REPO / "configs/distill_minilm_l3.py"),
-               "--workdir", str(workdir), f"--config.distill.teacher={teacher_dir}",
-               f"--config.data.train_file={args.train_file}", f"--config.eval.sts_dir={args.sts_dir}",
-               f"--config.distill.student_layers=[{','.join(map(str, args.layers))}]",
-               f"--config.num_epochs={args.epochs}", f"--config.batch_size={args.batch_size}",
-               f"--config.learning_rate={args.learning_rate}", f"--config.data.max_seq_length={args.max_seq_length}",
-               f"--config.checkpoint_every={steps_per_epoch}", f"--config.keep_checkpoints={args.epochs}",
-               f"--config.data.cache_dir={args.cache_dir or args.out / 'cache'}",
-               f"--config.eval_every={args.eval_every or steps_per_epoch}",
-               "--config.eval.final_test=False", *(f"--config.{item}" for item in args.override)]  # The exported best student is scored below instead.
+    command = [
+        sys.executable,
+        "-m",
+        "distilface_jax.train",
+        "--config",
+        str(REPO / "configs/distill_minilm_l3.py"),
+        "--workdir",
+        str(workdir),
+        f"--config.distill.teacher={teacher_dir}",
+        f"--config.data.train_file={args.train_file}",
+        f"--config.eval.sts_dir={args.sts_dir}",
+        f"--config.distill.student_layers=[{','.join(map(str, args.layers))}]",
+        f"--config.num_epochs={args.epochs}",
+        f"--config.batch_size={args.batch_size}",
+        f"--config.learning_rate={args.learning_rate}",
+        f"--config.data.max_seq_length={args.max_seq_length}",
+        f"--config.checkpoint_every={steps_per_epoch}",
+        f"--config.keep_checkpoints={args.epochs}",
+        f"--config.data.cache_dir={args.cache_dir or args.out / 'cache'}",
+        f"--config.eval_every={args.eval_every or steps_per_epoch}",
+        "--config.eval.final_test=False",
+        *(f"--config.{item}" for item in args.override),
+    ]  # The exported best student is scored below instead.
     log("ours: " + " ".join(command))
     start = time.perf_counter()
     subprocess.run(command, check=True, cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)))
@@ -93,17 +111,39 @@ def run_ours(args, suite, teacher_dir: str) -> dict:
         epochs[epoch] = our_scores(model.config, model.params, model.tokenizer, model.pooler, suite)
         log(f"ours epoch {epoch}: {epochs[epoch]}")
     student_dir = args.out / "ours_student"
-    subprocess.run([sys.executable, "-m", "distilface_jax.export", "--workdir", str(workdir), "--step", "best",
-                    "--out", str(student_dir), "--overwrite"], check=True, cwd=REPO,
-                   env=dict(os.environ, PYTHONPATH=str(REPO)))
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "distilface_jax.export",
+            "--workdir",
+            str(workdir),
+            "--step",
+            "best",
+            "--out",
+            str(student_dir),
+            "--overwrite",
+        ],
+        check=True,
+        cwd=REPO,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+    )
     best = run_model.load_run_model(str(workdir), step="best").step
     from sentence_transformers import SentenceTransformer
+
     exported = st_scores(SentenceTransformer(str(student_dir), device="cpu"), suite)
     log(f"ours exported best (step {best}) scored by sentence-transformers: {exported}")
-    return {"workdir": str(workdir), "student_dir": str(student_dir), "steps_per_epoch": steps_per_epoch,
-            "command_wall_seconds": wall, "train_step_seconds": step_seconds,
-            "seconds_per_epoch": step_seconds / args.epochs, "epochs": epochs, "best_step": best,
-            "exported_best_st_scored": exported}
+    return {
+        "workdir": str(workdir),
+        "student_dir": str(student_dir),
+        "steps_per_epoch": steps_per_epoch,
+        "command_wall_seconds": wall,
+        "train_step_seconds": step_seconds,
+        "seconds_per_epoch": step_seconds / args.epochs,
+        "epochs": epochs,
+        "best_step": best,
+        "exported_best_st_scored": exported,
+    }
 
 
 def run_peer(args, suite, teacher_dir: str) -> dict:
@@ -135,8 +175,9 @@ def run_peer(args, suite, teacher_dir: str) -> dict:
     assert labels.shape[0] == len(sentences)
     student = SentenceTransformer(teacher_dir, device="cpu")
     auto_model = student[0].auto_model
-    auto_model.encoder.layer = torch.nn.ModuleList([layer for i, layer in enumerate(auto_model.encoder.layer)
-                                                    if i in args.layers])
+    auto_model.encoder.layer = torch.nn.ModuleList(
+        [layer for i, layer in enumerate(auto_model.encoder.layer) if i in args.layers]
+    )
     auto_model.config.num_hidden_layers = len(args.layers)
     student.max_seq_length = args.max_seq_length
     dataset = Dataset.from_dict({"sentence": sentences, "label": labels.tolist()})
@@ -155,33 +196,53 @@ def run_peer(args, suite, teacher_dir: str) -> dict:
 
     timer = EpochTimer()
     training_args = SentenceTransformerTrainingArguments(
-        output_dir=str(epoch_dir / "trainer"), num_train_epochs=args.epochs, per_device_train_batch_size=args.batch_size,
-        learning_rate=args.learning_rate, lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.0,
-        max_grad_norm=1.0, save_strategy="no", logging_steps=50, seed=0, dataloader_drop_last=True,
-        report_to="none", use_cpu=True)
-    trainer = SentenceTransformerTrainer(model=student, args=training_args, train_dataset=dataset,
-                                         loss=MSELoss(student), callbacks=[timer])
+        output_dir=str(epoch_dir / "trainer"),
+        num_train_epochs=args.epochs,
+        per_device_train_batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        lr_scheduler_type="linear",
+        warmup_steps=0,
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+        save_strategy="no",
+        logging_steps=50,
+        seed=0,
+        dataloader_drop_last=True,
+        report_to="none",
+        use_cpu=True,
+    )
+    trainer = SentenceTransformerTrainer(
+        model=student, args=training_args, train_dataset=dataset, loss=MSELoss(student), callbacks=[timer]
+    )
     log("peer: training")
     trainer.train()
     epochs = {}
     for epoch in args.peer_eval_epochs or range(1, args.epochs + 1):
         model = hf.load_pretrained(str(epoch_dir / f"epoch_{epoch}"))
-        epochs[epoch] = table(sts.evaluate_suite(make_embed_fn(model.config, model.params, model.tokenizer,
-                                                               pooler="avg"), suite))
+        epochs[epoch] = table(
+            sts.evaluate_suite(make_embed_fn(model.config, model.params, model.tokenizer, pooler="avg"), suite)
+        )
         log(f"peer epoch {epoch}: {epochs[epoch]} ({timer.seconds[epoch - 1]:.1f} s)")
-    return {"teacher_encode_seconds": teacher_seconds, "seconds_per_epoch_each": timer.seconds,
-            "seconds_per_epoch": float(np.mean(timer.seconds)), "epochs": epochs,
-            "torch_threads": torch.get_num_threads()}
+    return {
+        "teacher_encode_seconds": teacher_seconds,
+        "seconds_per_epoch_each": timer.seconds,
+        "seconds_per_epoch": float(np.mean(timer.seconds)),
+        "epochs": epochs,
+        "torch_threads": torch.get_num_threads(),
+    }
 
 
 def encode_throughput(args, student_workdir: str, teacher_dir: str) -> dict:
     from distilface_jax import encode
+
     result = {}
-    lines = open(args.train_file, encoding="utf-8").read().split("\n")[:args.encode_lines]
+    lines = open(args.train_file, encoding="utf-8").read().split("\n")[: args.encode_lines]
     sentences_file = args.out / "encode_input.txt"
     sentences_file.write_text("\n".join(lines) + "\n")
-    for name, source in (("student", ["--workdir", student_workdir, "--step", "best"]),
-                         ("teacher", ["--model", teacher_dir])):
+    for name, source in (
+        ("student", ["--workdir", student_workdir, "--step", "best"]),
+        ("teacher", ["--model", teacher_dir]),
+    ):
         argv = source + ["--input", str(sentences_file), "--output", str(args.out / f"{name}.npy")]
         encode.main(argv)  # Warm-up: loads and compiles every bucket shape.
         timings = []
@@ -211,16 +272,27 @@ def main() -> None:
     parser.add_argument("--cache-dir", type=Path, default=None, help="token/teacher cache (default: OUT/cache)")
     parser.add_argument("--encode-lines", type=int, default=1500, help="corpus lines timed through encode")
     parser.add_argument("--skip-peer", action="store_true")
-    parser.add_argument("--resume-json", action="store_true",
-                        help="keep the tables and our run already recorded in --json (after a crash of a later part)")
-    parser.add_argument("--peer-reuses-teacher-cache", action="store_true",
-                        help="label the peer's data with our cached teacher embeddings instead of teacher.encode")
+    parser.add_argument(
+        "--resume-json",
+        action="store_true",
+        help="keep the tables and our run already recorded in --json (after a crash of a later part)",
+    )
+    parser.add_argument(
+        "--peer-reuses-teacher-cache",
+        action="store_true",
+        help="label the peer's data with our cached teacher embeddings instead of teacher.encode",
+    )
     parser.add_argument("--peer-eval-epochs", type=int, nargs="*", default=None, help="default: every epoch")
     parser.add_argument("--eval-every", type=int, default=0, help="dev evaluation cadence (default: once per epoch)")
     parser.add_argument("--skip-encode", action="store_true")
     parser.add_argument("--skip-teacher-table", action="store_true", help="e.g. for a second student")
     parser.add_argument("--skip-before", action="store_true", help="skip the untrained student's table")
-    parser.add_argument("--override", nargs="*", default=[], help="extra config settings KEY=VALUE for our run (passed as --config.KEY=VALUE)")
+    parser.add_argument(
+        "--override",
+        nargs="*",
+        default=[],
+        help="extra config settings KEY=VALUE for our run (passed as --config.KEY=VALUE)",
+    )
     args = parser.parse_args()
     args.train_file, args.sts_dir, args.out = args.train_file.resolve(), args.sts_dir.resolve(), args.out.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -233,11 +305,16 @@ def main() -> None:
     from distilface_jax.distill.student import cut_layers
     from distilface_jax.distill.teacher import load_teacher
 
-    report = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
-              "versions": {"jax": jax.__version__, "torch": torch.__version__,
-                           "sentence_transformers": sentence_transformers.__version__},
-              "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-              "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
+    report = {
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
+        "versions": {
+            "jax": jax.__version__,
+            "torch": torch.__version__,
+            "sentence_transformers": sentence_transformers.__version__,
+        },
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+    }
     suite = sts.load_suite(args.sts_dir, mode="test")
     teacher = load_teacher(teacher_dir)
     if not args.skip_teacher_table:

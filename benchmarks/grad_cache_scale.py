@@ -45,8 +45,16 @@ def build(config, params, chunk: int):
     loss_config = LossConfig()
     gradient_fn = make_grad_cache_fn(model, mesh, 2, loss_config, chunk) if chunk else None
     state = create_train_state(params, optimizer, 0, sharding.replicated(mesh))
-    step = make_train_step(model, optimizer, lambda s: 3e-5, mesh, 2, loss_config,
-                           state_shardings(state, sharding.replicated(mesh)), gradient_fn)
+    step = make_train_step(
+        model,
+        optimizer,
+        lambda s: 3e-5,
+        mesh,
+        2,
+        loss_config,
+        state_shardings(state, sharding.replicated(mesh)),
+        gradient_fn,
+    )
     return mesh, state, step
 
 
@@ -75,9 +83,17 @@ def main(argv=None) -> None:
         for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
             batch = sharding.global_batch(random_batch(batch_size, args.seq_len, config.vocab_size), mesh)
             compiled = step.lower(state, batch).compile()
-            print(json.dumps({"grad_cache_chunk": chunk, "global_batch": batch_size, "seq_len": args.seq_len,
-                              "devices": mesh.devices.size,
-                              "temp_mib": round(compiled.memory_analysis().temp_size_in_bytes / 2**20, 1)}))
+            print(
+                json.dumps(
+                    {
+                        "grad_cache_chunk": chunk,
+                        "global_batch": batch_size,
+                        "seq_len": args.seq_len,
+                        "devices": mesh.devices.size,
+                        "temp_mib": round(compiled.memory_analysis().temp_size_in_bytes / 2**20, 1),
+                    }
+                )
+            )
     if args.train_batch:
         mesh, state, step = build(config, params, args.chunk)
         batch = sharding.global_batch(random_batch(args.train_batch, args.seq_len, config.vocab_size), mesh)
@@ -85,11 +101,19 @@ def main(argv=None) -> None:
             start = time.perf_counter()
             state, metrics = step(state, batch)
             loss = float(metrics["loss"])
-            print(json.dumps({"trained_global_batch": args.train_batch, "grad_cache_chunk": args.chunk,
-                              "step": index + 1, "loss": round(loss, 4),
-                              "seconds": round(time.perf_counter() - start, 1),
-                              "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-                              "device": jax.devices()[0].device_kind}))
+            print(
+                json.dumps(
+                    {
+                        "trained_global_batch": args.train_batch,
+                        "grad_cache_chunk": args.chunk,
+                        "step": index + 1,
+                        "loss": round(loss, 4),
+                        "seconds": round(time.perf_counter() - start, 1),
+                        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+                        "device": jax.devices()[0].device_kind,
+                    }
+                )
+            )
 
 
 if __name__ == "__main__":

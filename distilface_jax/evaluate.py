@@ -27,18 +27,28 @@ from distilface_jax.training.metrics import json_value
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = model_arguments.make_parser("python -m distilface_jax.evaluate",
-                                   "SentEval STS (SimCSE protocol): Spearman x 100 of cosine similarity.")
+    parser = model_arguments.make_parser(
+        "python -m distilface_jax.evaluate", "SentEval STS (SimCSE protocol): Spearman x 100 of cosine similarity."
+    )
     model_arguments.add_model_arguments(parser)
-    parser.add_argument("--sts-dir", required=True, type=Path, metavar="DIR",
-                        help="SentEval data folder holding STS/ and SICK/ (launch/download_senteval_sts.sh)")
-    parser.add_argument("--mode", default="test", choices=("test", "dev"),
-                        help="test: the 7 SimCSE tasks; dev: STS-B dev + SICK trial")
-    parser.add_argument("--tasks", nargs="+", metavar="TASK",
-                        help=f"subset of tasks (default: all of the mode); valid: {' '.join(sts.TASKS)}")
+    parser.add_argument(
+        "--sts-dir",
+        required=True,
+        type=Path,
+        metavar="DIR",
+        help="SentEval data folder holding STS/ and SICK/ (launch/download_senteval_sts.sh)",
+    )
+    parser.add_argument(
+        "--mode", default="test", choices=("test", "dev"), help="test: the 7 SimCSE tasks; dev: STS-B dev + SICK trial"
+    )
+    parser.add_argument(
+        "--tasks",
+        nargs="+",
+        metavar="TASK",
+        help=f"subset of tasks (default: all of the mode); valid: {' '.join(sts.TASKS)}",
+    )
     parser.add_argument("--json", type=Path, metavar="OUT", help="write the results (with details) here")
-    parser.add_argument("--no-progress", dest="progress", action="store_false",
-                        help="no progress bar while embedding")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar while embedding")
     return parser
 
 

@@ -59,15 +59,26 @@ def _export(args) -> int:
         raise UsageError(f"--workdir {args.workdir}: no such folder")
     try:
         model = trained_model.load_run_model(args.workdir, step=args.step)
-        out = hf.save_pretrained(args.out, model.config, model.params, model.tokenizer, pooler=model.pooler,
-                                 keep_mlp=model.apply_mlp, normalize=args.normalize or model.normalize,
-                                 projection=model.params["projection"] if model.project else None,
-                                 max_seq_length=model.max_length, overwrite=args.overwrite)
+        out = hf.save_pretrained(
+            args.out,
+            model.config,
+            model.params,
+            model.tokenizer,
+            pooler=model.pooler,
+            keep_mlp=model.apply_mlp,
+            normalize=args.normalize or model.normalize,
+            projection=model.params["projection"] if model.project else None,
+            max_seq_length=model.max_length,
+            overwrite=args.overwrite,
+        )
     except (FileNotFoundError, FileExistsError, ValueError, KeyError) as error:
         raise UsageError(str(error).strip("'\"")) from error
-    print(f"exported step {model.step} of {args.workdir} ({model.config.model_type}, pooler {model.pooler}"
-          f"{', MLP head kept' if model.pooler == 'cls' and model.apply_mlp else ''}"
-          f"{', width map kept' if model.project else ''}) to {out}", file=sys.stderr)
+    print(
+        f"exported step {model.step} of {args.workdir} ({model.config.model_type}, pooler {model.pooler}"
+        f"{', MLP head kept' if model.pooler == 'cls' and model.apply_mlp else ''}"
+        f"{', width map kept' if model.project else ''}) to {out}",
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -36,11 +36,20 @@ from distilface_jax.training import distributed  # Registers the multi-host flag
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Run folder (local or gs://): checkpoints, metrics.jsonl, exports.")
-config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py); override any key with "
-                                "--config.KEY=VALUE.", lock_config=True)
+config_flags.DEFINE_config_file(
+    "config", None, "Config file (configs/*.py); override any key with --config.KEY=VALUE.", lock_config=True
+)
 _HELP_FLAGS = ("-h", "--help", "--helpshort", "--helpfull", "-?")
-_OWN_FLAGS = ("workdir", "config", "verbosity", "coordinator_address", "num_processes", "process_id",
-              "local_device_ids", "distributed")
+_OWN_FLAGS = (
+    "workdir",
+    "config",
+    "verbosity",
+    "coordinator_address",
+    "num_processes",
+    "process_id",
+    "local_device_ids",
+    "distributed",
+)
 
 
 def main(argv) -> int:
@@ -50,6 +59,7 @@ def main(argv) -> int:
         raise UsageError("--workdir is required")
     # Imported here, not above: `--help` and usage errors answer before jax is imported.
     from distilface_jax.config import checks
+
     checks.check_before_training(FLAGS.config, FLAGS.workdir)
     try:
         distributed.initialize_from_flags()  # Before anything touches a device.
@@ -66,12 +76,17 @@ def main(argv) -> int:
     except (ValueError, FileNotFoundError, OSError) as error:
         raise UsageError(str(error).strip("'\"")) from None
     except KeyboardInterrupt:
-        print(f"aborted: a second Ctrl-C; steps after the last checkpoint ({_last_checkpoint(FLAGS.workdir)}) "
-              "are lost", file=sys.stderr)
+        print(
+            f"aborted: a second Ctrl-C; steps after the last checkpoint ({_last_checkpoint(FLAGS.workdir)}) are lost",
+            file=sys.stderr,
+        )
         return EXIT_INTERRUPTED
     if outcome.preempted:
-        print(f"{'interrupted' if outcome.interrupted else 'preempted'}: saved the checkpoint of step "
-              f"{outcome.final_step} in {FLAGS.workdir}; rerun the same command to resume", file=sys.stderr)
+        print(
+            f"{'interrupted' if outcome.interrupted else 'preempted'}: saved the checkpoint of step "
+            f"{outcome.final_step} in {FLAGS.workdir}; rerun the same command to resume",
+            file=sys.stderr,
+        )
         return EXIT_INTERRUPTED if outcome.interrupted else 0
     print(f"done: {outcome.final_step} steps in {FLAGS.workdir}", file=sys.stderr)
     return 0
@@ -143,8 +158,7 @@ def parse_flags(argv: list[str]) -> list[str]:
         config = _load_config_file(path)
         defaults = dict(key_help.flat_items(config))
         for key, raw in key_help.overrides(rest):
-            message = (key_help.unknown_key_message(key, defaults)
-                       or key_help.value_message(key, raw, defaults.get(key)))
+            message = key_help.unknown_key_message(key, defaults) or key_help.value_message(key, raw, defaults.get(key))
             if message:
                 raise UsageError(message)
     except UsageError as error:

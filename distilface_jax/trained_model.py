@@ -72,19 +72,32 @@ def load_run_model(workdir: str, step: Optional[str] = None) -> RunModel:
     number, best = checkpoint.resolve_step(runs, step)
     with_mlm = bool(run_config["loss"]["do_mlm"])
     tie_decoder = bool(run_config["loss"].get("mlm_tie_decoder", True))  # Runs before the key tied it.
-    shapes = jax.eval_shape(lambda: init_params(encoder_config, jax.random.key(0), with_mlm_head=with_mlm,
-                                                tie_mlm_decoder=tie_decoder))
+    shapes = jax.eval_shape(
+        lambda: init_params(encoder_config, jax.random.key(0), with_mlm_head=with_mlm, tie_mlm_decoder=tie_decoder)
+    )
     from distilface_jax.distill import run as distill_run  # Here: distill.run reads eval_pooling (a cycle).
 
     distilled = distill_run.read_description(workdir) or {}
     if distilled.get("projection"):  # The student→teacher width map trained with the loss.
         width_in, width_out = distilled["projection"]
-        shapes = dict(shapes, projection={"kernel": jax.ShapeDtypeStruct((width_in, width_out), jnp.float32),
-                                          "bias": jax.ShapeDtypeStruct((width_out,), jnp.float32)})
+        shapes = dict(
+            shapes,
+            projection={
+                "kernel": jax.ShapeDtypeStruct((width_in, width_out), jnp.float32),
+                "bias": jax.ShapeDtypeStruct((width_out,), jnp.float32),
+            },
+        )
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     params = runs.restore_params(number, checkpoint.abstract_like(shapes, device), best=best)
     runs.close()
-    return RunModel(encoder_config, params, tokenizer, pooler, apply_mlp, number,
-                    normalize=bool(distilled.get("normalize", False)),
-                    project=bool(distilled.get("projection") and distilled.get("keep_projection")),
-                    max_length=distilled.get("max_length"))
+    return RunModel(
+        encoder_config,
+        params,
+        tokenizer,
+        pooler,
+        apply_mlp,
+        number,
+        normalize=bool(distilled.get("normalize", False)),
+        project=bool(distilled.get("projection") and distilled.get("keep_projection")),
+        max_length=distilled.get("max_length"),
+    )

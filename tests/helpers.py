@@ -26,13 +26,23 @@ def load_config(path: Path):
 
 
 def train_command(workdir, *overrides, config="configs/tiny.py"):
-    return [sys.executable, "-m", "distilface_jax.train", f"--config={ROOT / config}", f"--workdir={workdir}",
-            *overrides]
+    return [
+        sys.executable,
+        "-m",
+        "distilface_jax.train",
+        f"--config={ROOT / config}",
+        f"--workdir={workdir}",
+        *overrides,
+    ]
 
 
 def cpu_env(devices: int = 1) -> dict:
-    env = dict(os.environ, JAX_PLATFORMS="cpu", HF_HUB_OFFLINE="1",
-               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    env = dict(
+        os.environ,
+        JAX_PLATFORMS="cpu",
+        HF_HUB_OFFLINE="1",
+        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+    )
     env.pop("JAX_NUM_CPU_DEVICES", None)
     return env
 
@@ -40,9 +50,11 @@ def cpu_env(devices: int = 1) -> dict:
 # ----------------------------------------------------------------------------- tokenizers and HF model folders
 
 
-WORDS = ("the a an cat dog man woman child plays runs eats sleeps reads writes sits on in under with "
-         "red blue green big small happy sad quickly slowly guitar ball park house car tree river book "
-         "is are was were and or not very music food water street table . , ! ?").split()
+WORDS = (
+    "the a an cat dog man woman child plays runs eats sleeps reads writes sits on in under with "
+    "red blue green big small happy sad quickly slowly guitar ball park house car tree river book "
+    "is are was were and or not very music food water street table . , ! ?"
+).split()
 
 
 def write_vocab(path: Path) -> Path:
@@ -55,6 +67,7 @@ def write_vocab(path: Path) -> Path:
 
 def make_tokenizer(folder: Path):
     from distilface_jax.training.tiny_data import load_tiny_tokenizer
+
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer = load_tiny_tokenizer(str(write_vocab(folder / "vocab.txt")))
     tokenizer.model_max_length = 64
@@ -62,8 +75,9 @@ def make_tokenizer(folder: Path):
     return tokenizer
 
 
-def save_tiny_hf_model(folder: Path, model_type: str, *, head: str = "base", seed: int = 0,
-                       weight_std: float = 0.0) -> Path:
+def save_tiny_hf_model(
+    folder: Path, model_type: str, *, head: str = "base", seed: int = 0, weight_std: float = 0.0
+) -> Path:
     """A random tiny HF model (+ tokenizer) saved with `save_pretrained`, like a user's local folder.
 
     `weight_std` > 0 redraws every matrix and embedding from N(0, weight_std²) (biases and
@@ -77,12 +91,19 @@ def save_tiny_hf_model(folder: Path, model_type: str, *, head: str = "base", see
     tokenizer = make_tokenizer(folder)
     vocab_size = tokenizer.vocab_size
     if model_type == "distilbert":
-        config = transformers.DistilBertConfig(vocab_size=vocab_size, dim=32, n_layers=2, n_heads=4,
-                                               hidden_dim=64, max_position_embeddings=64)
+        config = transformers.DistilBertConfig(
+            vocab_size=vocab_size, dim=32, n_layers=2, n_heads=4, hidden_dim=64, max_position_embeddings=64
+        )
         model_class = {"base": transformers.DistilBertModel, "mlm": transformers.DistilBertForMaskedLM}[head]
     else:
-        config = transformers.BertConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2,
-                                         num_attention_heads=4, intermediate_size=64, max_position_embeddings=64)
+        config = transformers.BertConfig(
+            vocab_size=vocab_size,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=64,
+            max_position_embeddings=64,
+        )
         model_class = {"base": transformers.BertModel, "mlm": transformers.BertForPreTraining}[head]
     model = model_class(config).eval()
     # Random init leaves LayerNorm at (1, 0) and biases at 0: perturb every tensor so a
@@ -117,8 +138,16 @@ def step_config():
     """A 2-layer, 32-wide encoder without dropout (the step tests' model)."""
     from distilface_jax.models.config import EncoderConfig
 
-    return EncoderConfig(vocab_size=100, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64,
-                         max_position_embeddings=64, hidden_dropout=0.0, attention_dropout=0.0)
+    return EncoderConfig(
+        vocab_size=100,
+        hidden_size=32,
+        num_layers=2,
+        num_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+    )
 
 
 @functools.cache
@@ -137,7 +166,7 @@ def make_batch(batch_size=16, num_views=1, length=12, seed=0, token_types=False)
     input_ids[:, :, 0] = 2  # [CLS]
     mask = np.ones_like(input_ids)
     for row in range(batch_size):  # Mixed lengths: padding must be masked everywhere.
-        mask[row, :, rng.integers(3, length + 1):] = 0
+        mask[row, :, rng.integers(3, length + 1) :] = 0
     input_ids = np.where(mask == 1, input_ids, 0).astype(np.int32)
     batch = {"input_ids": input_ids, "attention_mask": mask}
     if token_types:

@@ -51,8 +51,9 @@ from distilface_jax.training.state import create_train_state, state_shardings
 from distilface_jax.training.step import make_train_step
 
 PRESETS = {
-    "tiny": EncoderConfig(vocab_size=1000, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64,
-                          max_position_embeddings=64),
+    "tiny": EncoderConfig(
+        vocab_size=1000, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64, max_position_embeddings=64
+    ),
     "distilbert-base": EncoderConfig(),
     "bert-base": EncoderConfig(model_type="bert", num_layers=12, type_vocab_size=2),
 }
@@ -78,7 +79,7 @@ def model_flops_per_step(config: EncoderConfig, counts: dict[str, int], batch: i
     """F of the module docstring, for one step on a global batch of `batch` sentences."""
     rows = NUM_VIEWS * batch
     dense = 6 * counts["layers"] * rows * seq_len + 6 * counts["head"] * rows
-    attention = 12 * config.num_layers * rows * seq_len ** 2 * config.hidden_size
+    attention = 12 * config.num_layers * rows * seq_len**2 * config.hidden_size
     return float(dense + attention)
 
 
@@ -99,7 +100,7 @@ def measure_peak_flops(device, dtype: str, repeats: int = 3) -> float:
             out = matmul(a, b)
         out.block_until_ready()  # one stream: the last product finishes after the others
         best = min(best, time.perf_counter() - start)
-    return 2.0 * size ** 3 * burst / best
+    return 2.0 * size**3 * burst / best
 
 
 def peak_dtype(device, dtype: str) -> str:
@@ -122,8 +123,13 @@ def versions() -> dict[str, Optional[str]]:
 
 def environment() -> dict:
     device = jax.local_devices()[0]
-    return {"platform": device.platform, "device_kind": device.device_kind, "num_devices": jax.device_count(),
-            "host": platform.node(), "versions": versions()}
+    return {
+        "platform": device.platform,
+        "device_kind": device.device_kind,
+        "num_devices": jax.device_count(),
+        "host": platform.node(),
+        "versions": versions(),
+    }
 
 
 def peak_memory(compiled) -> tuple[Optional[int], Optional[str], Optional[int]]:
@@ -136,8 +142,11 @@ def peak_memory(compiled) -> tuple[Optional[int], Optional[str], Optional[int]]:
     try:
         analysis = compiled.memory_analysis()
         compiled_bytes = int(getattr(analysis, "peak_memory_in_bytes", 0)) or int(
-            analysis.argument_size_in_bytes + analysis.output_size_in_bytes + analysis.temp_size_in_bytes
-            - analysis.alias_size_in_bytes)
+            analysis.argument_size_in_bytes
+            + analysis.output_size_in_bytes
+            + analysis.temp_size_in_bytes
+            - analysis.alias_size_in_bytes
+        )
     except Exception:  # noqa: BLE001 - not every backend implements memory_analysis
         pass
     stats = jax.local_devices()[0].memory_stats() or {}
@@ -165,7 +174,9 @@ def build_step(config: EncoderConfig, args: argparse.Namespace, mesh):
     params = init_params(config, jax.random.key(args.seed))
     replicated = sharding.replicated(mesh)
     state = create_train_state(params, optimizer, args.seed, replicated)
-    step = make_train_step(model, optimizer, schedule, mesh, NUM_VIEWS, LossConfig(), state_shardings(state, replicated))
+    step = make_train_step(
+        model, optimizer, schedule, mesh, NUM_VIEWS, LossConfig(), state_shardings(state, replicated)
+    )
     return step, state, params
 
 
@@ -202,21 +213,39 @@ def bench_train(config: EncoderConfig, batch_size: int, args, mesh, peak_flops: 
     flops = model_flops_per_step(config, counts, batch_size, args.seq_len)
     memory, memory_source, compiled_memory = peak_memory(compiled)
     record = dict(
-        kind="train_step", batch=batch_size, step_ms=step_s * 1e3, sentences_per_s=batch_size / step_s,
-        tokens_per_s=NUM_VIEWS * batch_size * args.seq_len / step_s, mfu=flops / step_s / peak_flops,
-        step_ms_blocking=blocking_step_s * 1e3, mfu_blocking=flops / blocking_step_s / peak_flops,
-        model_tflops_per_step=flops / 1e12, compile_s=compile_s, first_step_s=first_step_s,
-        first_loss=first_loss, steps=args.steps, peak_memory_bytes=memory, peak_memory_source=memory_source,
-        compiled_memory_bytes=compiled_memory, parameters=counts,
-        hlo=hlo_stats(compiled.as_text()) if args.hlo else None)
+        kind="train_step",
+        batch=batch_size,
+        step_ms=step_s * 1e3,
+        sentences_per_s=batch_size / step_s,
+        tokens_per_s=NUM_VIEWS * batch_size * args.seq_len / step_s,
+        mfu=flops / step_s / peak_flops,
+        step_ms_blocking=blocking_step_s * 1e3,
+        mfu_blocking=flops / blocking_step_s / peak_flops,
+        model_tflops_per_step=flops / 1e12,
+        compile_s=compile_s,
+        first_step_s=first_step_s,
+        first_loss=first_loss,
+        steps=args.steps,
+        peak_memory_bytes=memory,
+        peak_memory_source=memory_source,
+        compiled_memory_bytes=compiled_memory,
+        parameters=counts,
+        hlo=hlo_stats(compiled.as_text()) if args.hlo else None,
+    )
     del state
     return record, tokens
 
 
 def bench_peer(config: EncoderConfig, tokens: np.ndarray, args, ours: dict, compile: bool) -> dict:
-    peer = peer_torch.time_simcse_step(config.to_hf_dict(), tokens, steps=args.steps, dtype=args.dtype,
-                                           compile=compile, warmup=max(args.warmup, 3 if compile else 1),
-                                           seed=args.seed)
+    peer = peer_torch.time_simcse_step(
+        config.to_hf_dict(),
+        tokens,
+        steps=args.steps,
+        dtype=args.dtype,
+        compile=compile,
+        warmup=max(args.warmup, 3 if compile else 1),
+        seed=args.seed,
+    )
     peer.update(kind="peer_train_step", speedup_vs_peer=peer["step_ms"] / ours["step_ms"])
     return peer
 
@@ -228,6 +257,7 @@ def load_tokenizer(path: Optional[str], workdir: str):
     """A tokenizer folder or vocab.txt; default: the generated tiny WordPiece vocab (offline)."""
     if path and os.path.isdir(path):
         from transformers import AutoTokenizer
+
         return AutoTokenizer.from_pretrained(path)
     if not path:
         path = os.path.join(workdir, "vocab.txt")
@@ -240,8 +270,15 @@ def _embed_fn(config: EncoderConfig, tokenizer, args):
         raise ValueError(f"tokenizer has {len(tokenizer)} tokens, the {args.preset} preset {config.vocab_size}")
     params = init_params(config, jax.random.key(args.seed))
     # SimCSE evaluates unsupervised models without the MLP head (mlp_only_train).
-    return make_embed_fn(config, params, tokenizer, pooler="cls_before_pooler", batch_size=args.eval_batch_size,
-                         dtype=jnp.dtype(args.dtype), attention_impl=args.attention_impl)
+    return make_embed_fn(
+        config,
+        params,
+        tokenizer,
+        pooler="cls_before_pooler",
+        batch_size=args.eval_batch_size,
+        dtype=jnp.dtype(args.dtype),
+        attention_impl=args.attention_impl,
+    )
 
 
 def _cold_then_warm(fn) -> tuple[object, float, float]:
@@ -259,9 +296,18 @@ def bench_sts(config: EncoderConfig, tokenizer, args) -> dict:
     suite = sts.load_suite(args.sts_dir, mode="test")
     results, cold_s, warm_s = _cold_then_warm(lambda: sts.evaluate_suite(embed, suite))
     sentences = len(sts.unique_sentences(suite))
-    return dict(kind="sts_suite", sts_dir=str(args.sts_dir), tasks=[t.name for t in suite], sentences=sentences,
-                seconds=warm_s, compile_s=max(cold_s - warm_s, 0.0), cold_s=cold_s,
-                sentences_per_s=sentences / warm_s, shapes=len(embed.compiled_shapes), avg_spearman=results["avg"])
+    return dict(
+        kind="sts_suite",
+        sts_dir=str(args.sts_dir),
+        tasks=[t.name for t in suite],
+        sentences=sentences,
+        seconds=warm_s,
+        compile_s=max(cold_s - warm_s, 0.0),
+        cold_s=cold_s,
+        sentences_per_s=sentences / warm_s,
+        shapes=len(embed.compiled_shapes),
+        avg_spearman=results["avg"],
+    )
 
 
 def bench_encode(config: EncoderConfig, tokenizer, args, workdir: str) -> dict:
@@ -269,10 +315,18 @@ def bench_encode(config: EncoderConfig, tokenizer, args, workdir: str) -> dict:
     embed = _embed_fn(config, tokenizer, args)
     embeddings, cold_s, warm_s = _cold_then_warm(lambda: embed(sentences))
     lengths = [len(ids) for ids in tokenizer(sentences)["input_ids"]]
-    return dict(kind="encode", sentences=len(sentences), seconds=warm_s, sentences_per_s=len(sentences) / warm_s,
-                compile_s=max(cold_s - warm_s, 0.0), cold_s=cold_s, shapes=len(embed.compiled_shapes),
-                mean_tokens=float(np.mean(lengths)), max_tokens=int(np.max(lengths)),
-                finite=bool(np.isfinite(embeddings).all()))
+    return dict(
+        kind="encode",
+        sentences=len(sentences),
+        seconds=warm_s,
+        sentences_per_s=len(sentences) / warm_s,
+        compile_s=max(cold_s - warm_s, 0.0),
+        cold_s=cold_s,
+        shapes=len(embed.compiled_shapes),
+        mean_tokens=float(np.mean(lengths)),
+        max_tokens=int(np.max(lengths)),
+        finite=bool(np.isfinite(embeddings).all()),
+    )
 
 
 # ----------------------------------------------------------------------------- report
@@ -292,22 +346,34 @@ def _peer_cell(peer: Optional[dict]) -> str:
 
 def summary_table(records: Sequence[dict]) -> str:
     """Markdown: one row per measured batch, our step beside the peer's (speed-up = peer ms / ours)."""
-    rows = ["| device | preset | dtype | attention (dropout) | batch | ours ms: pipelined / blocking | sentences/s "
-            "| MFU | peak memory | compile s | torch eager (speed-up) | torch.compile (speed-up) |",
-            "|---" * 12 + "|"]
+    rows = [
+        "| device | preset | dtype | attention (dropout) | batch | ours ms: pipelined / blocking | sentences/s "
+        "| MFU | peak memory | compile s | torch eager (speed-up) | torch.compile (speed-up) |",
+        "|---" * 12 + "|",
+    ]
     for ours in (r for r in records if r["kind"] == "train_step"):
-        peers = {p["compile"]: p for p in records if p["kind"] == "peer_train_step" and p["batch"] == ours["batch"]
-                 and p["time_utc"] == ours["time_utc"] and p["attention_impl"] == ours["attention_impl"]}
-        rows.append(f"| {ours['device_kind']} | {ours['preset']} | {ours['dtype']} | {ours['attention_impl']} "
-                    f"({ours['attention_dropout']}) | {ours['batch']} | {ours['step_ms']:.2f} / "
-                    f"{ours['step_ms_blocking']:.2f} | {ours['sentences_per_s']:,.0f} | {100 * ours['mfu']:.1f} % | "
-                    f"{_size(ours['peak_memory_bytes'])} | {ours['compile_s']:.1f} | {_peer_cell(peers.get(False))} | "
-                    f"{_peer_cell(peers.get(True))} |")
+        peers = {
+            p["compile"]: p
+            for p in records
+            if p["kind"] == "peer_train_step"
+            and p["batch"] == ours["batch"]
+            and p["time_utc"] == ours["time_utc"]
+            and p["attention_impl"] == ours["attention_impl"]
+        }
+        rows.append(
+            f"| {ours['device_kind']} | {ours['preset']} | {ours['dtype']} | {ours['attention_impl']} "
+            f"({ours['attention_dropout']}) | {ours['batch']} | {ours['step_ms']:.2f} / "
+            f"{ours['step_ms_blocking']:.2f} | {ours['sentences_per_s']:,.0f} | {100 * ours['mfu']:.1f} % | "
+            f"{_size(ours['peak_memory_bytes'])} | {ours['compile_s']:.1f} | {_peer_cell(peers.get(False))} | "
+            f"{_peer_cell(peers.get(True))} |"
+        )
     for other in (r for r in records if r["kind"] in ("sts_suite", "encode")):
-        rows.append(f"\n{other['kind']} ({other['device_kind']}, {other['preset']}, {other['dtype']}): "
-                    f"{other['sentences']} sentences in {other['seconds']:.2f} s after compilation "
-                    f"({other['sentences_per_s']:,.0f} sentences/s); compile {other['compile_s']:.1f} s, "
-                    f"{other['shapes']} shapes")
+        rows.append(
+            f"\n{other['kind']} ({other['device_kind']}, {other['preset']}, {other['dtype']}): "
+            f"{other['sentences']} sentences in {other['seconds']:.2f} s after compilation "
+            f"({other['sentences_per_s']:,.0f} sentences/s); compile {other['compile_s']:.1f} s, "
+            f"{other['shapes']} shapes"
+        )
     return "\n".join(rows)
 
 
@@ -321,22 +387,37 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("--seq-len", type=int, default=32)
     p.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16")
     p.add_argument("--attention-impl", choices=("xla", "dot_product_attention"), default="xla")
-    p.add_argument("--attention-dropout", type=float, default=None,
-                   help="override the preset's 0.1; the fused attention kernel is only used at 0")
+    p.add_argument(
+        "--attention-dropout",
+        type=float,
+        default=None,
+        help="override the preset's 0.1; the fused attention kernel is only used at 0",
+    )
     p.add_argument("--steps", type=int, default=20, help="timed steps per batch size (and per mode)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps after the first")
     p.add_argument("--peer", choices=("torch",), default=None, help="also time the PyTorch peer, same process")
     p.add_argument("--peer-compile", action="store_true", help="time the peer under torch.compile too")
     p.add_argument("--sts-dir", default=None, help="also time the 7-task STS test suite over this SentEval dir")
-    p.add_argument("--encode", type=int, nargs="?", const=10_000, default=0,
-                   help="also time encoding N synthetic sentences of mixed length (default N 10000)")
+    p.add_argument(
+        "--encode",
+        type=int,
+        nargs="?",
+        const=10_000,
+        default=0,
+        help="also time encoding N synthetic sentences of mixed length (default N 10000)",
+    )
     p.add_argument("--eval-batch-size", type=int, default=128, help="rows per batch for --sts-dir / --encode")
     p.add_argument("--tokenizer", default=None, help="tokenizer folder or vocab.txt (default: generated tiny vocab)")
     p.add_argument("--no-hlo", dest="hlo", action="store_false", help="skip the HLO statistics of the step")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", default=None, help="append the JSON lines to this file")
-    p.add_argument("--summarize", nargs="+", default=None, metavar="JSONL",
-                   help="measure nothing: print a markdown table of these result files")
+    p.add_argument(
+        "--summarize",
+        nargs="+",
+        default=None,
+        metavar="JSONL",
+        help="measure nothing: print a markdown table of these result files",
+    )
     args = p.parse_args(argv)
     args.batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
     if args.steps < 1:
@@ -367,10 +448,17 @@ def main(argv: Optional[Sequence[str]] = None) -> list[dict]:
     device = jax.local_devices()[0]
     peak_per_device = measure_peak_flops(device, peak_dtype(device, args.dtype))
     peak_flops = peak_per_device * jax.device_count()
-    common = dict(preset=args.preset, seq_len=args.seq_len, dtype=args.dtype, attention_impl=args.attention_impl,
-                  attention_dropout=config.attention_dropout, **environment(),
-                  peak_tflops_per_device=peak_per_device / 1e12, peak_dtype=peak_dtype(device, args.dtype),
-                  time_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    common = dict(
+        preset=args.preset,
+        seq_len=args.seq_len,
+        dtype=args.dtype,
+        attention_impl=args.attention_impl,
+        attention_dropout=config.attention_dropout,
+        **environment(),
+        peak_tflops_per_device=peak_per_device / 1e12,
+        peak_dtype=peak_dtype(device, args.dtype),
+        time_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    )
     records: list[dict] = []
     mesh = sharding.make_mesh()
     for batch_size in sorted(args.batch_sizes):  # ascending: the process-wide memory peak is the latest's
@@ -387,5 +475,3 @@ def main(argv: Optional[Sequence[str]] = None) -> list[dict]:
             if args.encode:
                 emit(bench_encode(config, tokenizer, args, workdir), common, args.output, records)
     return records
-
-

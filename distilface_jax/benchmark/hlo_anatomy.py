@@ -18,8 +18,21 @@ import numpy as np
 
 _COLLECTIVE = re.compile(r" = (.*?) (all-gather|all-reduce|reduce-scatter|collective-permute|all-to-all)(-start)?\(")
 _INSTRUCTION = re.compile(r"^\s+(?:ROOT )?%?([\w.\-]+) = (\w+)\[[^=]*?\b(\w[\w\-]*)\((%?[\w.\-]+)?")
-_BYTES = {"f64": 8, "s64": 8, "u64": 8, "f32": 4, "s32": 4, "u32": 4, "bf16": 2, "f16": 2, "s16": 2, "u16": 2,
-          "s8": 1, "u8": 1, "pred": 1}
+_BYTES = {
+    "f64": 8,
+    "s64": 8,
+    "u64": 8,
+    "f32": 4,
+    "s32": 4,
+    "u32": 4,
+    "bf16": 2,
+    "f16": 2,
+    "s16": 2,
+    "u16": 2,
+    "s8": 1,
+    "u8": 1,
+    "pred": 1,
+}
 
 
 def _collectives(text: str) -> dict[str, dict[str, int]]:
@@ -66,7 +79,11 @@ def _precision_converts(text: str) -> dict[str, int]:
 
 def hlo_stats(text: str) -> dict:
     """Collectives, host callbacks, f32↔bf16 converts and loops in a compiled step's HLO text."""
-    return {"collectives": _collectives(text),
-            "host_callbacks": len(re.findall(r'custom_call_target="[^"]*callback[^"]*"', text)),
-            "converts": _precision_converts(text), "while_loops": len(re.findall(r" while\(", text)),
-            "fusions": len(re.findall(r" fusion\(", text)), "hlo_chars": len(text)}
+    return {
+        "collectives": _collectives(text),
+        "host_callbacks": len(re.findall(r'custom_call_target="[^"]*callback[^"]*"', text)),
+        "converts": _precision_converts(text),
+        "while_loops": len(re.findall(r" while\(", text)),
+        "fusions": len(re.findall(r" fusion\(", text)),
+        "hlo_chars": len(text),
+    }

@@ -70,9 +70,17 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def time_simcse_step(hf_config: Mapping[str, Any], input_ids: np.ndarray, *, steps: int, dtype: str = "bfloat16",
-                     compile: bool = False, warmup: int = 3, device: Optional[str] = None,
-                     seed: int = 0) -> dict:
+def time_simcse_step(
+    hf_config: Mapping[str, Any],
+    input_ids: np.ndarray,
+    *,
+    steps: int,
+    dtype: str = "bfloat16",
+    compile: bool = False,
+    warmup: int = 3,
+    device: Optional[str] = None,
+    seed: int = 0,
+) -> dict:
     """Times `steps` SimCSE updates on one [B, L] token batch (all tokens real, like ours).
 
     Steps are issued back to back and synchronised once at the end, as CUDA eager does
@@ -125,9 +133,17 @@ def time_simcse_step(hf_config: Mapping[str, Any], input_ids: np.ndarray, *, ste
     _synchronize(device)
     step_s = (time.perf_counter() - start) / steps
     result = dict(
-        peer="torch-hf-" + hf_config["model_type"], compile=compile, dtype=dtype, batch=batch, seq_len=length,
-        step_ms=step_s * 1e3, sentences_per_s=batch / step_s, warmup_s=warmup_s, loss=float(loss.item()),
-        device=device, torch_device_name=torch.cuda.get_device_name() if device == "cuda" else "cpu",
+        peer="torch-hf-" + hf_config["model_type"],
+        compile=compile,
+        dtype=dtype,
+        batch=batch,
+        seq_len=length,
+        step_ms=step_s * 1e3,
+        sentences_per_s=batch / step_s,
+        warmup_s=warmup_s,
+        loss=float(loss.item()),
+        device=device,
+        torch_device_name=torch.cuda.get_device_name() if device == "cuda" else "cpu",
         torch_threads=torch.get_num_threads(),
         peak_memory_bytes=torch.cuda.max_memory_allocated() if device == "cuda" else None,
         peak_memory_source="torch.cuda.max_memory_allocated" if device == "cuda" else None,

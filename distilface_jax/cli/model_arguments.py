@@ -1,7 +1,7 @@
 """Command-line plumbing shared by `encode`, `evaluate` and `export`: where the model comes from.
 
-    --model NAME_OR_DIR              a Hugging Face hub id or local HF folder
-    --workdir RUN_DIR [--step N|best] a training run's checkpoint (latest by default)
+--model NAME_OR_DIR              a Hugging Face hub id or local HF folder
+--workdir RUN_DIR [--step N|best] a training run's checkpoint (latest by default)
 """
 
 from __future__ import annotations
@@ -20,15 +20,18 @@ from distilface_jax.models.pooling import POOLERS
 
 __all__ = ["UsageError", "STEP_HELP", "make_parser", "add_model_arguments", "load_model", "build_embed_fn"]
 
-STEP_HELP = ("with --workdir, which checkpoint: 'best' = the one with the highest STS-B dev score seen during "
-             "training (WORKDIR/best/; needs eval_every > 0), a number = the checkpoint of that step, "
-             "default: the latest checkpoint")
+STEP_HELP = (
+    "with --workdir, which checkpoint: 'best' = the one with the highest STS-B dev score seen during "
+    "training (WORKDIR/best/; needs eval_every > 0), a number = the checkpoint of that step, "
+    "default: the latest checkpoint"
+)
 
 
 def make_parser(prog: str, description: str) -> argparse.ArgumentParser:
     """An argument parser whose help shows every option's default; with -v/--verbosity."""
-    parser = argparse.ArgumentParser(prog=prog, description=description,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("-v", "--verbosity", type=int, default=0, metavar="LEVEL", help=VERBOSITY_HELP)
     return parser
 
@@ -39,16 +42,29 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--model", help="Hugging Face hub id or local HF model folder")
     source.add_argument("--workdir", help="a training run's folder: use its checkpoint")
     parser.add_argument("--step", default=None, help=STEP_HELP)
-    parser.add_argument("--pooler", choices=POOLERS, default=None,
-                        help="sentence pooler (None: the run's eval pooler for --workdir; for --model the folder's "
-                             "sentence-transformers pooling, else avg)")
-    parser.add_argument("--batch-size", type=int, default=128,
-                        help="sentences per batch at most (short sentences; see --tokens-per-batch)")
-    parser.add_argument("--tokens-per-batch", type=int, default=None,
-                        help="token budget of a batch: rows x padded length stays within it, so a batch of long "
-                             f"sentences holds fewer rows (None: --batch-size x {DEFAULT_TOKENS_PER_ROW})")
-    parser.add_argument("--max-length", type=int, default=None,
-                        help="truncate to this many tokens (None: the model's own limit)")
+    parser.add_argument(
+        "--pooler",
+        choices=POOLERS,
+        default=None,
+        help="sentence pooler (None: the run's eval pooler for --workdir; for --model the folder's "
+        "sentence-transformers pooling, else avg)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=128,
+        help="sentences per batch at most (short sentences; see --tokens-per-batch)",
+    )
+    parser.add_argument(
+        "--tokens-per-batch",
+        type=int,
+        default=None,
+        help="token budget of a batch: rows x padded length stays within it, so a batch of long "
+        f"sentences holds fewer rows (None: --batch-size x {DEFAULT_TOKENS_PER_ROW})",
+    )
+    parser.add_argument(
+        "--max-length", type=int, default=None, help="truncate to this many tokens (None: the model's own limit)"
+    )
 
 
 def load_model(args: argparse.Namespace):
@@ -75,8 +91,10 @@ def load_model(args: argparse.Namespace):
     pooler, apply_mlp = (args.pooler, True) if args.pooler else (described or ("avg", True))
     unsupported = st_folder.unsupported_modules(folder, model.config.hidden_size, linear_dense_supported=True)
     if unsupported:
-        print(f"warning: {folder}: sentence-transformers modules not applied here: {', '.join(unsupported)}",
-              file=sys.stderr)
+        print(
+            f"warning: {folder}: sentence-transformers modules not applied here: {', '.join(unsupported)}",
+            file=sys.stderr,
+        )
     projection = st_folder.read_linear_dense(folder)  # A distilled student's kept width map.
     if projection is not None:
         model = dataclasses.replace(model, params={**model.params, PROJECTION: projection})
@@ -97,9 +115,16 @@ def build_embed_fn(args: argparse.Namespace, *, normalize: bool = False, progres
     project = getattr(model, "project", None)
     project = PROJECTION in model.params if project is None else project
     # A folder whose sentence-transformers pipeline normalises gets the same unit vectors here.
-    return make_embed_fn(model.config, model.params, model.tokenizer, pooler=pooler, batch_size=args.batch_size,
-                         max_length=args.max_length or getattr(model, "max_length", None),
-                         normalize=normalize or folder_normalizes, progress=progress, apply_mlp=apply_mlp,
-                         tokens_per_batch=args.tokens_per_batch, project=project)
-
-
+    return make_embed_fn(
+        model.config,
+        model.params,
+        model.tokenizer,
+        pooler=pooler,
+        batch_size=args.batch_size,
+        max_length=args.max_length or getattr(model, "max_length", None),
+        normalize=normalize or folder_normalizes,
+        progress=progress,
+        apply_mlp=apply_mlp,
+        tokens_per_batch=args.tokens_per_batch,
+        project=project,
+    )

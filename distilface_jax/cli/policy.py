@@ -65,6 +65,7 @@ def configure_output(verbosity: int = 0) -> None:
         logging.getLogger(name).setLevel(library_level)
     try:
         from absl import logging as absl_logging  # Orbax logs through absl's own verbosity.
+
         absl_logging.set_verbosity({logging.ERROR: "error", logging.WARNING: "warning"}.get(library_level, "info"))
     except ImportError:
         pass

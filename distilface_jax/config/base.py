@@ -46,7 +46,8 @@ def base_config() -> ml_collections.ConfigDict:
     config.model.attention_impl = "xla"  # or "dot_product_attention" (fused kernel when dropout is off)
     # Only for model.name_or_path == "builtin:tiny": the random model's shape.
     config.model.tiny = ml_collections.ConfigDict(
-        dict(hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64, max_position_embeddings=64))
+        dict(hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64, max_position_embeddings=64)
+    )
 
     config.loss = ml_collections.ConfigDict()
     config.loss.temperature = 0.05

@@ -37,6 +37,7 @@ def _parents(path: str) -> list[str]:
 
 def check_settings(config) -> None:
     """Values that are wrong whatever the data: named by their key."""
+
     def need(ok: bool, key: str, what: str) -> None:
         if not ok:
             raise UsageError(f"--config.{key}={_lookup(config, key)!r}: {what}")
@@ -97,9 +98,11 @@ def check_train_file(train_file: str) -> None:
             try:
                 text = block.decode("utf-8")
             except UnicodeDecodeError as error:
-                bad_line = line + block[:error.start].count(b"\n")
-                raise UsageError(f"{train_file}: line {bad_line}: not UTF-8 "
-                                 f"(byte 0x{block[error.start]:02x}); convert the file to UTF-8") from None
+                bad_line = line + block[: error.start].count(b"\n")
+                raise UsageError(
+                    f"{train_file}: line {bad_line}: not UTF-8 "
+                    f"(byte 0x{block[error.start]:02x}); convert the file to UTF-8"
+                ) from None
             has_text = has_text or bool(text.strip())
             line += block.count(b"\n")
         if tail:
@@ -118,8 +121,9 @@ def check_sts_dir(config) -> None:
         return
     key = f"--config.eval.sts_dir={sts_dir}"
     if not os.path.isdir(os.path.expanduser(sts_dir)):
-        raise UsageError(f"{key}: no such folder (it should hold STS/ and SICK/; "
-                         "launch/download_senteval_sts.sh fetches them)")
+        raise UsageError(
+            f"{key}: no such folder (it should hold STS/ and SICK/; launch/download_senteval_sts.sh fetches them)"
+        )
     modes = (["dev"] if config.eval_every > 0 else []) + (["test"] if config.eval.final_test else [])
     for mode in modes:
         try:

@@ -83,8 +83,9 @@ def describe(config) -> str:
     """One line per key: name, default (this config's value) and meaning."""
     items = flat_items(config)
     width = max(len(f"--config.{key}={value!r}") for key, value in items)
-    return "\n".join(f"  {f'--config.{key}={value!r}':<{width}}  {KEY_HELP.get(key, '')}".rstrip()
-                     for key, value in items)
+    return "\n".join(
+        f"  {f'--config.{key}={value!r}':<{width}}  {KEY_HELP.get(key, '')}".rstrip() for key, value in items
+    )
 
 
 def override_keys(argv: Sequence[str]) -> list[str]:
@@ -97,7 +98,7 @@ def overrides(argv: Sequence[str]) -> list[tuple[str, str | None]]:
     found = []
     for index, argument in enumerate(argv):
         if argument.startswith("--config."):
-            key, sep, value = argument[len("--config."):].partition("=")
+            key, sep, value = argument[len("--config.") :].partition("=")
             found.append((key, value if sep else (argv[index + 1] if index + 1 < len(argv) else None)))
     return found
 

@@ -1,8 +1,8 @@
 """Distillation: a small student taught to reproduce a frozen teacher's sentence embeddings.
 
-    student.py       the student: a layer subset of the teacher, or any supported HF encoder
-    teacher.py       the frozen teacher and its own pooling/normalisation; cached corpus embeddings
-    objective.py     MSE (+ optional contrastive term) between student and teacher embeddings
-    step.py          the sharded gradient of that objective, plugged into the shared train step
-    run.py           what the trainer needs from a distillation config (model, data, step)
+student.py       the student: a layer subset of the teacher, or any supported HF encoder
+teacher.py       the frozen teacher and its own pooling/normalisation; cached corpus embeddings
+objective.py     MSE (+ optional contrastive term) between student and teacher embeddings
+step.py          the sharded gradient of that objective, plugged into the shared train step
+run.py           what the trainer needs from a distillation config (model, data, step)
 """

@@ -27,8 +27,15 @@ from distilface_jax.training import losses
 Array = jax.Array
 
 
-def distill_sums(s_local: Array, t_local: Array, t_global: Array | None, *, anchor_offset: int | Array = 0,
-                 temperature: float = 0.05, contrastive_weight: float = 0.0) -> dict[str, Array]:
+def distill_sums(
+    s_local: Array,
+    t_local: Array,
+    t_global: Array | None,
+    *,
+    anchor_offset: int | Array = 0,
+    temperature: float = 0.05,
+    contrastive_weight: float = 0.0,
+) -> dict[str, Array]:
     """Psum-able sums for b local rows.
 
     Args:
@@ -42,11 +49,16 @@ def distill_sums(s_local: Array, t_local: Array, t_global: Array | None, *, anch
     t_local = jax.lax.stop_gradient(t_local.astype(jnp.float32))
     squared_error = jnp.sum(jnp.square(s_local - t_local))
     cosine = jnp.sum(losses.l2_normalize(s_local) * losses.l2_normalize(t_local))
-    sums = {"squared_error": squared_error, "num_anchors": jnp.asarray(s_local.shape[0], jnp.float32),
-            "num_values": jnp.asarray(s_local.size, jnp.float32), "teacher_cosine": cosine}
+    sums = {
+        "squared_error": squared_error,
+        "num_anchors": jnp.asarray(s_local.shape[0], jnp.float32),
+        "num_values": jnp.asarray(s_local.size, jnp.float32),
+        "teacher_cosine": cosine,
+    }
     if contrastive_weight:
-        _, contrastive = losses.simcse_loss_local(s_local, jax.lax.stop_gradient(t_global), anchor_offset=anchor_offset,
-                                                  temperature=temperature)
+        _, contrastive = losses.simcse_loss_local(
+            s_local, jax.lax.stop_gradient(t_global), anchor_offset=anchor_offset, temperature=temperature
+        )
         sums.update(contrastive_loss=contrastive["loss"], correct=contrastive["correct"])
     return sums
 
@@ -64,9 +76,11 @@ def finalize(sums: dict[str, Array], contrastive_weight: float = 0.0) -> tuple[A
     return loss, metrics
 
 
-def distill_loss(s: Array, t: Array, *, temperature: float = 0.05, contrastive_weight: float = 0.0
-                 ) -> tuple[Array, dict[str, Array]]:
+def distill_loss(
+    s: Array, t: Array, *, temperature: float = 0.05, contrastive_weight: float = 0.0
+) -> tuple[Array, dict[str, Array]]:
     """The loss of a whole batch on one device: s, t [B, D]."""
-    sums = distill_sums(s, t, t if contrastive_weight else None, temperature=temperature,
-                        contrastive_weight=contrastive_weight)
+    sums = distill_sums(
+        s, t, t if contrastive_weight else None, temperature=temperature, contrastive_weight=contrastive_weight
+    )
     return finalize(sums, contrastive_weight)

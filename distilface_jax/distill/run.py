@@ -97,43 +97,58 @@ class Distiller:
         train_file = tiny_data.resolve_builtin(config.data.train_file, workdir, "corpus")
         source, sentences = _read_corpus(train_file)  # The rows TrainData holds, in its order.
         if len(sentences) != train_data.num_examples:
-            raise RuntimeError(f"{train_file}: read {len(sentences)} sentences, "
-                               f"the token data has {train_data.num_examples}")
+            raise RuntimeError(
+                f"{train_file}: read {len(sentences)} sentences, the token data has {train_data.num_examples}"
+            )
         if config.distill.teacher_in_step:
             length = config.distill.teacher_max_length or config.data.max_seq_length
             tokens = data.tokenize_views([sentences], self.teacher.tokenizer, length)
             extra = {TEACHER_PREFIX + name: array for name, array in tokens.items()}
         else:
             cache_dir = config.data.cache_dir or (None if workdir_files.is_remote(workdir) else f"{workdir}/cache")
-            path = cache_dir and teacher_lib.cache_path(cache_dir, source.name, source.fingerprint(), self.teacher,
-                                                        len(sentences))
+            path = cache_dir and teacher_lib.cache_path(
+                cache_dir, source.name, source.fingerprint(), self.teacher, len(sentences)
+            )
             embeddings, hit = teacher_lib.cached_embeddings(
-                self.teacher, sentences, path,
-                compute=lambda t, s: teacher_lib.embed_corpus(t, s, config.distill.teacher_batch_size))
+                self.teacher,
+                sentences,
+                path,
+                compute=lambda t, s: teacher_lib.embed_corpus(t, s, config.distill.teacher_batch_size),
+            )
             extra = {TEACHER_EMBEDDING: embeddings}
         return dataclasses.replace(train_data, arrays={**train_data.arrays, **extra})
 
     def make_step(self, config, mesh, optimizer, schedule, state_sharding):
-        model = SentenceEncoder(self.student_config, pooler=config.model.pooler, dtype=jnp.dtype(config.model.dtype),
-                                attention_impl=config.model.attention_impl)
+        model = SentenceEncoder(
+            self.student_config,
+            pooler=config.model.pooler,
+            dtype=jnp.dtype(config.model.dtype),
+            attention_impl=config.model.attention_impl,
+        )
         teacher_model = teacher_params = None
         if config.distill.teacher_in_step:
-            teacher_model = SentenceEncoder(self.teacher.config, pooler=self.teacher.pooler,
-                                            dtype=jnp.dtype(config.model.dtype),
-                                            attention_impl=config.model.attention_impl)
+            teacher_model = SentenceEncoder(
+                self.teacher.config,
+                pooler=self.teacher.pooler,
+                dtype=jnp.dtype(config.model.dtype),
+                attention_impl=config.model.attention_impl,
+            )
             teacher_params = self.teacher.params
-        return make_distill_step(model, optimizer, schedule, mesh, self.settings, state_sharding, teacher_model,
-                                 teacher_params)
+        return make_distill_step(
+            model, optimizer, schedule, mesh, self.settings, state_sharding, teacher_model, teacher_params
+        )
 
     def describe(self, workdir: str, keep_projection: bool) -> None:
         """WORKDIR/distill.json: what evaluate/encode/export need beyond the SimCSE run files."""
         has_projection = PROJECTION in self.student_params
-        description = {"teacher": self.teacher.source, "teacher_pooler": self.teacher.pooler,
-                       "normalize": self.settings.normalize,
-                       "projection": (list(np.shape(self.student_params[PROJECTION]["kernel"]))
-                                      if has_projection else None),
-                       "keep_projection": bool(keep_projection and has_projection),
-                       "max_length": self.teacher.max_length}
+        description = {
+            "teacher": self.teacher.source,
+            "teacher_pooler": self.teacher.pooler,
+            "normalize": self.settings.normalize,
+            "projection": (list(np.shape(self.student_params[PROJECTION]["kernel"])) if has_projection else None),
+            "keep_projection": bool(keep_projection and has_projection),
+            "max_length": self.teacher.max_length,
+        }
         workdir_files.write_text(workdir_files.path(workdir, DESCRIPTION_FILE), json.dumps(description, indent=2))
 
 
@@ -164,33 +179,51 @@ def prepare(config, workdir: str) -> Distiller:
     """Teacher and student of a distillation config, both checked; errors name the setting."""
     distill = config.distill
     check_corpus(config, workdir)
-    teacher = teacher_lib.load_teacher(distill.teacher, pooler=distill.teacher_pooler,
-                                       normalize=distill.teacher_normalize, max_length=distill.teacher_max_length)
+    teacher = teacher_lib.load_teacher(
+        distill.teacher,
+        pooler=distill.teacher_pooler,
+        normalize=distill.teacher_normalize,
+        max_length=distill.teacher_max_length,
+    )
     if distill.student_layers:
-        student_config, params = student_lib.cut_layers(teacher.config, teacher.params, distill.student_layers,
-                                                        f"{distill.teacher}")
+        student_config, params = student_lib.cut_layers(
+            teacher.config, teacher.params, distill.student_layers, f"{distill.teacher}"
+        )
         tokenizer = teacher.tokenizer
     else:
         from distilface_jax.interop import hf
+
         try:
             student_config, params, tokenizer = initial_model.build_initial_model(config, workdir)
         except hf.ModelLoadError as error:
             raise hf.ModelLoadError(f"student: {error}") from error
         student_lib.check_vocabulary(student_config, tokenizer, f"student {config.model.name_or_path}")
-    student_config = student_config.replace(hidden_dropout=config.model.dropout,
-                                            attention_dropout=config.model.attention_dropout)
+    student_config = student_config.replace(
+        hidden_dropout=config.model.dropout, attention_dropout=config.model.attention_dropout
+    )
     params = dict(params)
     if student_config.hidden_size != teacher.width:
         params[PROJECTION] = _projection(student_config.hidden_size, teacher.width, config.seed)
-    settings = DistillSettings(apply_mlp=trained_model.eval_pooling(config.model)[1], normalize=teacher.normalize,
-                               teacher_normalize=teacher.normalize, teacher_apply_mlp=teacher.apply_mlp,
-                               temperature=distill.temperature, contrastive_weight=distill.contrastive_weight)
+    settings = DistillSettings(
+        apply_mlp=trained_model.eval_pooling(config.model)[1],
+        normalize=teacher.normalize,
+        teacher_normalize=teacher.normalize,
+        teacher_apply_mlp=teacher.apply_mlp,
+        temperature=distill.temperature,
+        contrastive_weight=distill.contrastive_weight,
+    )
     distiller = Distiller(teacher, settings, student_config, params, tokenizer)
     if jax.process_index() == 0:
         distiller.describe(workdir, keeps_projection(config))
-    logger.info("student: %d layers, %d parameters; teacher %s: %d layers, pooler %s%s", student_config.num_layers,
-                student_lib.count_parameters(params), teacher.source, teacher.config.num_layers, teacher.pooler,
-                ", normalized" if teacher.normalize else "")
+    logger.info(
+        "student: %d layers, %d parameters; teacher %s: %d layers, pooler %s%s",
+        student_config.num_layers,
+        student_lib.count_parameters(params),
+        teacher.source,
+        teacher.config.num_layers,
+        teacher.pooler,
+        ", normalized" if teacher.normalize else "",
+    )
     return distiller
 
 

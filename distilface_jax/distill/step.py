@@ -47,13 +47,20 @@ def _rows(batch: dict, prefix: str = "") -> dict:
 
 
 def _apply(model: SentenceEncoder, params, rows: dict, *, apply_mlp: bool, deterministic: bool, key=None):
-    return model.apply({"params": params}, rows["input_ids"], rows["attention_mask"], rows.get("token_type_ids"),
-                       deterministic=deterministic, apply_mlp=apply_mlp,
-                       rngs=None if deterministic else {"dropout": key})
+    return model.apply(
+        {"params": params},
+        rows["input_ids"],
+        rows["attention_mask"],
+        rows.get("token_type_ids"),
+        deterministic=deterministic,
+        apply_mlp=apply_mlp,
+        rngs=None if deterministic else {"dropout": key},
+    )
 
 
-def student_embeddings(model: SentenceEncoder, params: dict, rows: dict, keys: jax.Array, settings: DistillSettings,
-                       deterministic: bool) -> jax.Array:
+def student_embeddings(
+    model: SentenceEncoder, params: dict, rows: dict, keys: jax.Array, settings: DistillSettings, deterministic: bool
+) -> jax.Array:
     """[b, L] rows, [b] dropout keys → [b, D_t] float32: pool → [projection] → [normalize].
 
     vmap over rows gives each example its own dropout mask (device-count invariant)."""
@@ -61,8 +68,7 @@ def student_embeddings(model: SentenceEncoder, params: dict, rows: dict, keys: j
 
     def one(row, key):
         row = {name: value[None] for name, value in row.items()}
-        return _apply(model, encoder_params, row, apply_mlp=settings.apply_mlp, deterministic=deterministic,
-                      key=key)[0]
+        return _apply(model, encoder_params, row, apply_mlp=settings.apply_mlp, deterministic=deterministic, key=key)[0]
 
     s = jax.vmap(one)(rows, keys)  # [b, D_s]
     if PROJECTION in params:
@@ -71,17 +77,29 @@ def student_embeddings(model: SentenceEncoder, params: dict, rows: dict, keys: j
     return losses.l2_normalize(s) if settings.normalize else s
 
 
-def teacher_embeddings(teacher: SentenceEncoder, teacher_params: dict, rows: dict, settings: DistillSettings
-                       ) -> jax.Array:
+def teacher_embeddings(
+    teacher: SentenceEncoder, teacher_params: dict, rows: dict, settings: DistillSettings
+) -> jax.Array:
     """The frozen teacher in the step: [b, L_t] rows → [b, D_t], deterministic, no gradient."""
     t = _apply(teacher, teacher_params, rows, apply_mlp=settings.teacher_apply_mlp, deterministic=True)
     t = losses.l2_normalize(t) if settings.teacher_normalize else t
     return jax.lax.stop_gradient(t)
 
 
-def distill_value_and_grad(params, batch: dict, step_key, *, deterministic: bool, model: SentenceEncoder,
-                           teacher: Optional[SentenceEncoder], teacher_params, mesh: Mesh, settings: DistillSettings):
+def distill_value_and_grad(
+    params,
+    batch: dict,
+    step_key,
+    *,
+    deterministic: bool,
+    model: SentenceEncoder,
+    teacher: Optional[SentenceEncoder],
+    teacher_params,
+    mesh: Mesh,
+    settings: DistillSettings,
+):
     """((loss, metrics), grads) of the global batch; the signature of train_step's gradient_fn."""
+
     def per_device(params, local_batch, step_key, teacher_params):
         count = local_batch["input_ids"].shape[0]
         first_index = jax.lax.axis_index(DATA_AXIS) * count
@@ -92,28 +110,63 @@ def distill_value_and_grad(params, batch: dict, step_key, *, deterministic: bool
         else:
             t = teacher_embeddings(teacher, teacher_params, _rows(local_batch, TEACHER_PREFIX), settings)
         t_global = jax.lax.all_gather(t, DATA_AXIS, tiled=True) if settings.contrastive_weight else None
-        sums = objective.distill_sums(s, t, t_global, anchor_offset=first_index, temperature=settings.temperature,
-                                      contrastive_weight=settings.contrastive_weight)
+        sums = objective.distill_sums(
+            s,
+            t,
+            t_global,
+            anchor_offset=first_index,
+            temperature=settings.temperature,
+            contrastive_weight=settings.contrastive_weight,
+        )
         return objective.finalize(jax.lax.psum(sums, DATA_AXIS), settings.contrastive_weight)
 
     def loss_fn(params):
         return jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(DATA_AXIS), P(), P()), out_specs=(P(), P()))(
-            params, batch, step_key, teacher_params)
+            params, batch, step_key, teacher_params
+        )
 
     return jax.value_and_grad(loss_fn, has_aux=True)(params)
 
 
-def make_distill_step(model: SentenceEncoder, optimizer, schedule, mesh: Mesh, settings: DistillSettings,
-                      state_sharding, teacher: Optional[SentenceEncoder] = None, teacher_params=None):
+def make_distill_step(
+    model: SentenceEncoder,
+    optimizer,
+    schedule,
+    mesh: Mesh,
+    settings: DistillSettings,
+    state_sharding,
+    teacher: Optional[SentenceEncoder] = None,
+    teacher_params=None,
+):
     """`step(state, batch) -> (state, metrics)`, jitted, state donated. The teacher's params
     are a (replicated) argument, not a constant baked into the compiled program."""
-    def step(state, batch, teacher_params):
-        gradient_fn = functools.partial(distill_value_and_grad, model=model, teacher=teacher,
-                                        teacher_params=teacher_params, mesh=mesh, settings=settings)
-        return train_step.train_step(state, batch, model=model, optimizer=optimizer, schedule=schedule, mesh=mesh,
-                                     num_views=1, loss_config=LossConfig(), gradient_fn=gradient_fn)
 
-    jitted = jax.jit(step, in_shardings=(state_sharding, batch_sharded(mesh), replicated(mesh)),
-                     out_shardings=(state_sharding, replicated(mesh)), donate_argnums=0)
+    def step(state, batch, teacher_params):
+        gradient_fn = functools.partial(
+            distill_value_and_grad,
+            model=model,
+            teacher=teacher,
+            teacher_params=teacher_params,
+            mesh=mesh,
+            settings=settings,
+        )
+        return train_step.train_step(
+            state,
+            batch,
+            model=model,
+            optimizer=optimizer,
+            schedule=schedule,
+            mesh=mesh,
+            num_views=1,
+            loss_config=LossConfig(),
+            gradient_fn=gradient_fn,
+        )
+
+    jitted = jax.jit(
+        step,
+        in_shardings=(state_sharding, batch_sharded(mesh), replicated(mesh)),
+        out_shardings=(state_sharding, replicated(mesh)),
+        donate_argnums=0,
+    )
     placed = jax.device_put(teacher_params if teacher is not None else {}, replicated(mesh))
     return lambda state, batch: jitted(state, batch, placed)

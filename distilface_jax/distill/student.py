@@ -27,15 +27,18 @@ def check_layers(layers: Sequence[int], num_teacher_layers: int, source: str) ->
         raise StudentError("config.distill.student_layers is empty")
     for layer in layers:
         if not 0 <= layer < num_teacher_layers:
-            raise StudentError(f"config.distill.student_layers: layer {layer} is out of range for the "
-                               f"{num_teacher_layers}-layer teacher {source} (valid: 0..{num_teacher_layers - 1})")
+            raise StudentError(
+                f"config.distill.student_layers: layer {layer} is out of range for the "
+                f"{num_teacher_layers}-layer teacher {source} (valid: 0..{num_teacher_layers - 1})"
+            )
     if any(b <= a for a, b in zip(layers, layers[1:])):
         raise StudentError(f"config.distill.student_layers must be strictly increasing, got {layers}")
     return layers
 
 
-def cut_layers(config: EncoderConfig, params: dict, layers: Sequence[int], source: str = "teacher"
-               ) -> tuple[EncoderConfig, dict]:
+def cut_layers(
+    config: EncoderConfig, params: dict, layers: Sequence[int], source: str = "teacher"
+) -> tuple[EncoderConfig, dict]:
     """(student config, student params): embeddings, MLP head and `layers` of the teacher copied.
 
     params: a SentenceEncoder tree {"encoder": {"embeddings", "layer_0", ...}, "mlp", ...}.
@@ -55,10 +58,13 @@ def check_vocabulary(config: EncoderConfig, tokenizer: Any, source: str) -> None
     XLA clamps silently), so it is an error here."""
     size = len(tokenizer)
     if size > config.vocab_size:
-        raise StudentError(f"{source}: its tokenizer has {size} tokens but the model's vocabulary has "
-                           f"{config.vocab_size} (config.json vocab_size): they do not belong together")
+        raise StudentError(
+            f"{source}: its tokenizer has {size} tokens but the model's vocabulary has "
+            f"{config.vocab_size} (config.json vocab_size): they do not belong together"
+        )
 
 
 def count_parameters(params: dict) -> int:
     import jax
+
     return int(sum(np.size(leaf) for leaf in jax.tree_util.tree_leaves(params)))

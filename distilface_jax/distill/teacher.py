@@ -56,8 +56,17 @@ class Teacher:
         for path, leaf in sorted(jax.tree_util.tree_leaves_with_path(self.params), key=lambda item: str(item[0])):
             digest.update(str(path).encode())
             digest.update(np.ascontiguousarray(leaf, np.float32).tobytes())
-        digest.update(json.dumps([self.config.to_hf_dict(), self.pooler, self.apply_mlp, self.normalize,
-                                  sorted(self.tokenizer.get_vocab().items())]).encode())
+        digest.update(
+            json.dumps(
+                [
+                    self.config.to_hf_dict(),
+                    self.pooler,
+                    self.apply_mlp,
+                    self.normalize,
+                    sorted(self.tokenizer.get_vocab().items()),
+                ]
+            ).encode()
+        )
         return digest.hexdigest()
 
 
@@ -69,8 +78,9 @@ def _folder_max_length(folder: Path) -> Optional[int]:
     return None
 
 
-def load_teacher(name_or_path: str, *, pooler: str = "", normalize: Optional[bool] = None,
-                 max_length: int = 0) -> Teacher:
+def load_teacher(
+    name_or_path: str, *, pooler: str = "", normalize: Optional[bool] = None, max_length: int = 0
+) -> Teacher:
     """The teacher of `name_or_path` with its own pooling and normalisation; `pooler`/`normalize`
     override what its sentence-transformers folder says (and are required when it says nothing)."""
     try:
@@ -81,8 +91,10 @@ def load_teacher(name_or_path: str, *, pooler: str = "", normalize: Optional[boo
     folder = Path(loaded.source)
     unsupported = st_folder.unsupported_modules(folder, loaded.config.hidden_size)
     if unsupported:
-        raise ValueError(f"teacher {name_or_path}: its sentence-transformers modules {', '.join(unsupported)} "
-                         "are not reproduced here, so its embeddings would not be its own")
+        raise ValueError(
+            f"teacher {name_or_path}: its sentence-transformers modules {', '.join(unsupported)} "
+            "are not reproduced here, so its embeddings would not be its own"
+        )
     described = st_folder.read_pooler(folder)
     if pooler:
         if pooler not in POOLERS:
@@ -91,14 +103,24 @@ def load_teacher(name_or_path: str, *, pooler: str = "", normalize: Optional[boo
     elif described is not None:
         pooler, apply_mlp = described
     else:
-        raise ValueError(f"teacher {name_or_path} is not a sentence-transformers folder (no Pooling module): "
-                         "set config.distill.teacher_pooler (and config.distill.teacher_normalize)")
+        raise ValueError(
+            f"teacher {name_or_path} is not a sentence-transformers folder (no Pooling module): "
+            "set config.distill.teacher_pooler (and config.distill.teacher_normalize)"
+        )
     if normalize is None:
         normalize = st_folder.normalizes(folder)
     positions = loaded.config.max_position_embeddings
     limit = min(positions, _folder_max_length(folder) or positions)
-    return Teacher(loaded.config, loaded.params, loaded.tokenizer, pooler, apply_mlp, bool(normalize),
-                   min(max_length, limit) if max_length > 0 else limit, str(folder))
+    return Teacher(
+        loaded.config,
+        loaded.params,
+        loaded.tokenizer,
+        pooler,
+        apply_mlp,
+        bool(normalize),
+        min(max_length, limit) if max_length > 0 else limit,
+        str(folder),
+    )
 
 
 def embed_corpus(teacher: Teacher, sentences: Sequence[str], batch_size: int = 128) -> np.ndarray:
@@ -110,19 +132,30 @@ def embed_corpus(teacher: Teacher, sentences: Sequence[str], batch_size: int = 1
     same mix of lengths rather than one host all the long ones.
     """
     from distilface_jax.evaluation.inference import make_embed_fn
+
     count, index = jax.process_count(), jax.process_index()
     # Per-device batches as in a single-device run: the global row count scales with the devices.
     devices = jax.local_devices()
-    embed = make_embed_fn(teacher.config, teacher.params, teacher.tokenizer, pooler=teacher.pooler,
-                          apply_mlp=teacher.apply_mlp, normalize=teacher.normalize, max_length=teacher.max_length,
-                          batch_size=batch_size * len(devices), progress=index == 0, devices=devices)
+    embed = make_embed_fn(
+        teacher.config,
+        teacher.params,
+        teacher.tokenizer,
+        pooler=teacher.pooler,
+        apply_mlp=teacher.apply_mlp,
+        normalize=teacher.normalize,
+        max_length=teacher.max_length,
+        batch_size=batch_size * len(devices),
+        progress=index == 0,
+        devices=devices,
+    )
     mine = embed(list(sentences[index::count]))  # [ceil((N - index) / P), D]
     if count == 1:
         return mine
     from jax.experimental import multihost_utils
+
     rows = -(-len(sentences) // count)
     padded = np.zeros((rows, teacher.width), np.float32)  # process_allgather needs equal shapes
-    padded[:len(mine)] = mine
+    padded[: len(mine)] = mine
     return assemble_strided(np.asarray(multihost_utils.process_allgather(padded)), len(sentences))
 
 
@@ -151,23 +184,34 @@ def _everywhere(flag: bool) -> bool:
     if jax.process_count() == 1:
         return flag
     from jax.experimental import multihost_utils
+
     return bool(np.all(multihost_utils.process_allgather(np.asarray(flag, np.int32))))
 
 
-def cache_path(cache_dir: str, corpus_name: str, corpus_fingerprint: dict, teacher: Teacher,
-               num_sentences: int) -> str:
+def cache_path(cache_dir: str, corpus_name: str, corpus_fingerprint: dict, teacher: Teacher, num_sentences: int) -> str:
     """cache_dir/teacher.<corpus>.<hash>.npy; the hash covers the teacher (weights and pipeline),
     the corpus (path, size, mtime) and the truncation length."""
-    key = json.dumps({"version": _CACHE_VERSION, "teacher": teacher.identity(), "corpus": corpus_fingerprint,
-                      "max_length": teacher.max_length, "num_sentences": num_sentences}, sort_keys=True)
+    key = json.dumps(
+        {
+            "version": _CACHE_VERSION,
+            "teacher": teacher.identity(),
+            "corpus": corpus_fingerprint,
+            "max_length": teacher.max_length,
+            "num_sentences": num_sentences,
+        },
+        sort_keys=True,
+    )
     digest = hashlib.sha256(key.encode()).hexdigest()[:20]
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", os.path.basename(corpus_name.rstrip("/")))[:60]
     return os.path.join(cache_dir, f"teacher.{stem}.{digest}.npy")
 
 
-def cached_embeddings(teacher: Teacher, sentences: Sequence[str], path: Optional[str],
-                      compute: Callable[[Teacher, Sequence[str]], np.ndarray] = embed_corpus
-                      ) -> tuple[np.ndarray, bool]:
+def cached_embeddings(
+    teacher: Teacher,
+    sentences: Sequence[str],
+    path: Optional[str],
+    compute: Callable[[Teacher, Sequence[str]], np.ndarray] = embed_corpus,
+) -> tuple[np.ndarray, bool]:
     """(embeddings [N, D], read_from_cache). Written atomically: a reader sees all or nothing.
 
     In a multi-process run the processes agree first: the cache is read only when every host

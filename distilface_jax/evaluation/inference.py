@@ -27,20 +27,30 @@ _HOST_FETCH_EVERY = 32  # batches kept in flight before waiting for the oldest o
 
 
 @functools.lru_cache(maxsize=32)
-def _compiled_embedder(config: EncoderConfig, pooler: str, dtype_name: str, attention_impl: str,
-                       apply_mlp: bool, normalize: bool, project: bool = False):
+def _compiled_embedder(
+    config: EncoderConfig,
+    pooler: str,
+    dtype_name: str,
+    attention_impl: str,
+    apply_mlp: bool,
+    normalize: bool,
+    project: bool = False,
+):
     """One jitted function per model shape and pooler, reused across calls (and training evals)."""
     model = SentenceEncoder(config, pooler=pooler, dtype=jnp.dtype(dtype_name), attention_impl=attention_impl)
 
     @jax.jit
     def embed(params, input_ids, attention_mask):  # [B, L] → [B, H] (→ [B, D_t] projected)
         encoder_params = {name: value for name, value in params.items() if name != PROJECTION}
-        embeddings = model.apply({"params": encoder_params}, input_ids, attention_mask,
-                                 deterministic=True, apply_mlp=apply_mlp)
+        embeddings = model.apply(
+            {"params": encoder_params}, input_ids, attention_mask, deterministic=True, apply_mlp=apply_mlp
+        )
         if project:  # A distilled student's width map, kept for inference: pool → project → normalize.
             projection = params[PROJECTION]
-            embeddings = jnp.matmul(embeddings.astype(jnp.float32), projection["kernel"],
-                                    precision=jax.lax.Precision.HIGHEST) + projection["bias"]
+            embeddings = (
+                jnp.matmul(embeddings.astype(jnp.float32), projection["kernel"], precision=jax.lax.Precision.HIGHEST)
+                + projection["bias"]
+            )
         if normalize:
             embeddings = embeddings / jnp.maximum(jnp.linalg.norm(embeddings, axis=-1, keepdims=True), 1e-12)
         return embeddings
@@ -57,11 +67,23 @@ def model_max_length(config: EncoderConfig, tokenizer) -> int:
     return limit
 
 
-def make_embed_fn(config: EncoderConfig, params, tokenizer, *, pooler: str = "avg", batch_size: int = 128,
-                  max_length: Optional[int] = None, dtype=jnp.float32, normalize: bool = False,
-                  progress: bool = False, attention_impl: str = "xla", apply_mlp: bool = True,
-                  tokens_per_batch: Optional[int] = None, project: bool = False,
-                  devices: Optional[Sequence[jax.Device]] = None) -> Callable[[Sequence[str]], np.ndarray]:
+def make_embed_fn(
+    config: EncoderConfig,
+    params,
+    tokenizer,
+    *,
+    pooler: str = "avg",
+    batch_size: int = 128,
+    max_length: Optional[int] = None,
+    dtype=jnp.float32,
+    normalize: bool = False,
+    progress: bool = False,
+    attention_impl: str = "xla",
+    apply_mlp: bool = True,
+    tokens_per_batch: Optional[int] = None,
+    project: bool = False,
+    devices: Optional[Sequence[jax.Device]] = None,
+) -> Callable[[Sequence[str]], np.ndarray]:
     """Returns `embed(sentences) -> np.ndarray [N, H] float32`; row i embeds sentences[i].
 
     `max_length` truncates (default: the model's own limit, so nothing is cut short that the
@@ -80,8 +102,9 @@ def make_embed_fn(config: EncoderConfig, params, tokenizer, *, pooler: str = "av
     limit = model_max_length(config, tokenizer)
     max_length = min(max_length or limit, limit)
     buckets = bucket_lengths(max_length)
-    embed_batch = _compiled_embedder(config, pooler, jnp.dtype(dtype).name, attention_impl, apply_mlp, normalize,
-                                     project)
+    embed_batch = _compiled_embedder(
+        config, pooler, jnp.dtype(dtype).name, attention_impl, apply_mlp, normalize, project
+    )
     width = int(np.shape(params[PROJECTION]["kernel"])[1]) if project else config.hidden_size
     num_devices = len(devices) if devices else 1
     if num_devices > 1:
@@ -98,22 +121,29 @@ def make_embed_fn(config: EncoderConfig, params, tokenizer, *, pooler: str = "av
         sentences = list(sentences)
         if not sentences:
             return np.zeros((0, width), np.float32)
-        token_ids = tokenizer(sentences, truncation=True, max_length=max_length, padding=False,
-                              return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+        token_ids = tokenizer(
+            sentences,
+            truncation=True,
+            max_length=max_length,
+            padding=False,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )["input_ids"]
         lengths = np.array([len(ids) for ids in token_ids])
         result = np.zeros((len(sentences), width), np.float32)
         pending: list[tuple[np.ndarray, jax.Array]] = []
         bar = _progress_bar(len(sentences)) if progress else None
-        for indices, rows, length in plan_batches(lengths, buckets, batch_size=batch_size,
-                                                  tokens_per_batch=tokens_per_batch):
+        for indices, rows, length in plan_batches(
+            lengths, buckets, batch_size=batch_size, tokens_per_batch=tokens_per_batch
+        ):
             rows = -(-rows // num_devices) * num_devices  # Every device gets the same number of rows.
             input_ids = np.full((rows, length), pad_id, np.int32)
             attention_mask = np.zeros((rows, length), np.int32)
             attention_mask[:, 0] = 1  # Filler rows attend to one token, so no 0/0 in masked means.
             for row, index in enumerate(indices):
                 ids = token_ids[index]
-                input_ids[row, :len(ids)] = ids
-                attention_mask[row, :len(ids)] = 1
+                input_ids[row, : len(ids)] = ids
+                attention_mask[row, : len(ids)] = 1
             compiled_shapes.add((rows, length))
             if rows_sharding is not None:
                 input_ids, attention_mask = jax.device_put((input_ids, attention_mask), rows_sharding)
@@ -137,8 +167,8 @@ def make_embed_fn(config: EncoderConfig, params, tokenizer, *, pooler: str = "av
 
 def _progress_bar(total: int):
     from tqdm import tqdm
-    return tqdm(total=total, desc="embedding", unit=" sentences", unit_scale=True, dynamic_ncols=True,
-                leave=False)
+
+    return tqdm(total=total, desc="embedding", unit=" sentences", unit_scale=True, dynamic_ncols=True, leave=False)
 
 
 def drain(pending: list, result: np.ndarray, *, wait_for: int = 0) -> int:
@@ -151,7 +181,7 @@ def drain(pending: list, result: np.ndarray, *, wait_for: int = 0) -> int:
     done = 0
     while pending and (wait_for > 0 or _is_ready(pending[0][1])):
         indices, embeddings = pending.pop(0)
-        result[indices] = np.asarray(embeddings)[:len(indices)]
+        result[indices] = np.asarray(embeddings)[: len(indices)]
         done += len(indices)
         wait_for -= 1
     return done

@@ -48,8 +48,9 @@ def rows_for(length: int, *, batch_size: int, tokens_per_batch: int, num_sentenc
     return max(1, min(batch_size, budget_rows, small_input_rows))
 
 
-def plan_batches(lengths: np.ndarray, buckets: Sequence[int], *, batch_size: int,
-                 tokens_per_batch: int) -> list[tuple[np.ndarray, int, int]]:
+def plan_batches(
+    lengths: np.ndarray, buckets: Sequence[int], *, batch_size: int, tokens_per_batch: int
+) -> list[tuple[np.ndarray, int, int]]:
     """[(sentence indices, rows, padded length)] covering every sentence once, longest first.
 
     `lengths` [N] are token counts. Each batch takes as many of the next-longest sentences as
@@ -60,9 +61,8 @@ def plan_batches(lengths: np.ndarray, buckets: Sequence[int], *, batch_size: int
     batches, start = [], 0
     while start < len(order):
         length = bucket_for(int(lengths[order[start]]), buckets)
-        rows = rows_for(length, batch_size=batch_size, tokens_per_batch=tokens_per_batch,
-                        num_sentences=len(order))
-        indices = order[start:start + rows]
+        rows = rows_for(length, batch_size=batch_size, tokens_per_batch=tokens_per_batch, num_sentences=len(order))
+        indices = order[start : start + rows]
         batches.append((indices, rows, length))
         start += len(indices)
     return batches

@@ -27,9 +27,22 @@ import numpy as np
 from scipy import stats
 
 __all__ = [
-    "TASKS", "DEV_TASKS", "STS_SUBSETS", "StsDataError", "StsSubset", "StsTask",
-    "load_sts_year", "load_stsb", "load_sick", "load_suite", "unique_sentences",
-    "correlation", "score_suite", "evaluate_suite", "evaluate_sts", "format_table",
+    "TASKS",
+    "DEV_TASKS",
+    "STS_SUBSETS",
+    "StsDataError",
+    "StsSubset",
+    "StsTask",
+    "load_sts_year",
+    "load_stsb",
+    "load_sick",
+    "load_suite",
+    "unique_sentences",
+    "correlation",
+    "score_suite",
+    "evaluate_suite",
+    "evaluate_sts",
+    "format_table",
 ]
 
 # Subset names exactly as SentEval's STS1xEval classes list them (and as the files are named).
@@ -356,5 +369,7 @@ def format_table(results: dict, title: str | None = None) -> str:
     def row(items: list[str]) -> str:
         return "|" + "|".join(item.center(w) for item, w in zip(items, widths, strict=True)) + "|"
 
-    return "\n".join(([f"STS ({title})" if not title.startswith("STS") else title] if title else [])
-                     + [rule, row(headers), rule, row(cells), rule])
+    return "\n".join(
+        ([f"STS ({title})" if not title.startswith("STS") else title] if title else [])
+        + [rule, row(headers), rule, row(cells), rule]
+    )

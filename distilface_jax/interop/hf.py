@@ -52,6 +52,7 @@ def resolve_model_dir(name_or_path: str) -> Path:
         raise ModelLoadError(f"{name_or_path}: no such folder")
     try:
         from huggingface_hub import snapshot_download
+
         folder = Path(snapshot_download(repo_id=name_or_path, allow_patterns=_HUB_PATTERNS))
         if not any(folder.glob("*.safetensors")):
             # Older repos (e.g. the published SimCSE checkpoints) only have the pickle format; it
@@ -79,7 +80,9 @@ def read_state_dict(model_dir: Path) -> dict[str, np.ndarray]:
         try:
             import torch
         except ImportError as error:
-            raise ModelLoadError(f"{pickle_file}: reading .bin checkpoints needs torch; convert to safetensors") from error
+            raise ModelLoadError(
+                f"{pickle_file}: reading .bin checkpoints needs torch; convert to safetensors"
+            ) from error
         # weights_only: tensors and plain containers only, so a hostile file cannot run code.
         state = torch.load(pickle_file, map_location="cpu", weights_only=True)
         return {name: tensor.float().numpy() for name, tensor in state.items()}
@@ -88,6 +91,7 @@ def read_state_dict(model_dir: Path) -> dict[str, np.ndarray]:
 
 def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
     from safetensors import safe_open
+
     tensors = {}
     # framework="flax" reads bfloat16 too, which plain numpy cannot represent.
     with safe_open(str(path), framework="flax") as handle:
@@ -100,11 +104,11 @@ def _canonical_name(name: str, prefix: str) -> str:
     """Drops the family prefix, and renames TF-era LayerNorm `gamma`/`beta` (still in the hub's
     original bert-base-uncased files) to `weight`/`bias`, as `transformers` does on load."""
     if name.startswith(prefix):
-        name = name[len(prefix):]
+        name = name[len(prefix) :]
     if name.endswith(".gamma"):
-        return name[:-len("gamma")] + "weight"
+        return name[: -len("gamma")] + "weight"
     if name.endswith(".beta"):
-        return name[:-len("beta")] + "bias"
+        return name[: -len("beta")] + "bias"
     return name
 
 
@@ -133,7 +137,8 @@ def _fill(params: dict, rows, state: dict, source: str, *, required: bool) -> se
         if value.shape != target.shape:
             raise ModelLoadError(
                 f"{source}: tensor {row.hf_name!r} has shape {state[row.hf_name].shape}, expected "
-                f"{_to_ours(np.zeros(target.shape), row.transform).shape} from config.json")
+                f"{_to_ours(np.zeros(target.shape), row.transform).shape} from config.json"
+            )
         _set(params, row.path, np.ascontiguousarray(value, dtype=np.float32))
         used.add(row.hf_name)
     return used
@@ -167,6 +172,7 @@ def load_config(model_dir: Path) -> tuple[EncoderConfig, dict]:
 
 def load_tokenizer(model_dir: Path):
     from transformers import AutoTokenizer
+
     try:
         # Never trust_remote_code: a model folder must not be able to run code on import.
         return AutoTokenizer.from_pretrained(str(model_dir), use_fast=True, trust_remote_code=False)
@@ -177,8 +183,14 @@ def load_tokenizer(model_dir: Path):
 MLP_INITS = ("random", "pretrained")
 
 
-def load_pretrained(name_or_path: str, *, with_mlm_head: bool = False, seed: int = 0, mlp_init: str = "pretrained",
-                    tie_mlm_decoder: bool = False) -> PretrainedModel:
+def load_pretrained(
+    name_or_path: str,
+    *,
+    with_mlm_head: bool = False,
+    seed: int = 0,
+    mlp_init: str = "pretrained",
+    tie_mlm_decoder: bool = False,
+) -> PretrainedModel:
     """HF folder or hub id → config, parameters, tokenizer.
 
     The MLP head: with `mlp_init="pretrained"` (what `encode`/`evaluate --model` use) a BERT
@@ -200,8 +212,10 @@ def load_pretrained(name_or_path: str, *, with_mlm_head: bool = False, seed: int
     config, _ = load_config(model_dir)
     source = str(model_dir)
     state = _strip_family_prefix(read_state_dict(model_dir), config.model_type)
-    params = jax.tree_util.tree_map(np.asarray, init_params(config, jax.random.key(seed), with_mlm_head=with_mlm_head,
-                                                            tie_mlm_decoder=tie_mlm_decoder))
+    params = jax.tree_util.tree_map(
+        np.asarray,
+        init_params(config, jax.random.key(seed), with_mlm_head=with_mlm_head, tie_mlm_decoder=tie_mlm_decoder),
+    )
     random_mlp = jax.tree_util.tree_map(np.copy, params["mlp"])  # `_fill` writes into params["mlp"]
 
     used = _fill(params, hf_names.encoder_rows(config), state, source, required=True)
@@ -225,13 +239,19 @@ def load_pretrained(name_or_path: str, *, with_mlm_head: bool = False, seed: int
             used |= _fill(params, [decoder_row], state, source, required=False)
             if decoder_row.hf_name not in used:  # Tied in the checkpoint: the word embeddings are its value.
                 params["mlm_head"]["decoder"] = np.ascontiguousarray(
-                    params["encoder"]["embeddings"]["word_embeddings"]["embedding"].T)
+                    params["encoder"]["embeddings"]["word_embeddings"]["embedding"].T
+                )
     else:
         used |= mlm_names & set(state)  # Present but deliberately unused.
-    unused = [name for name in state if name not in used
-              and not any(marker in name for marker in hf_names.known_unused(config))]
+    unused = [
+        name
+        for name in state
+        if name not in used and not any(marker in name for marker in hf_names.known_unused(config))
+    ]
     if unused:
-        raise ModelLoadError(f"{source}: unexpected tensors not in the {config.model_type} table: {sorted(unused)[:10]}")
+        raise ModelLoadError(
+            f"{source}: unexpected tensors not in the {config.model_type} table: {sorted(unused)[:10]}"
+        )
     return PretrainedModel(config, params, load_tokenizer(model_dir), source, found_mlp)
 
 
@@ -240,14 +260,25 @@ def to_hf_state_dict(config: EncoderConfig, params: dict) -> dict[str, np.ndarra
     rows = hf_names.encoder_rows(config)
     if config.model_type == "bert":
         rows = rows + hf_names.bert_pooler_rows()  # BertModel expects its pooler.
-    return {row.hf_name: np.ascontiguousarray(_to_ours(np.asarray(_get(params, row.path), np.float32), row.transform))
-            for row in rows}
+    return {
+        row.hf_name: np.ascontiguousarray(_to_ours(np.asarray(_get(params, row.path), np.float32), row.transform))
+        for row in rows
+    }
 
 
-def save_pretrained(out_dir: str | os.PathLike, config: EncoderConfig, params: dict, tokenizer, *,
-                    pooler: str = "cls", keep_mlp: bool = True, normalize: bool = False,
-                    max_seq_length: Optional[int] = None, overwrite: bool = False,
-                    projection: Optional[dict] = None) -> Path:
+def save_pretrained(
+    out_dir: str | os.PathLike,
+    config: EncoderConfig,
+    params: dict,
+    tokenizer,
+    *,
+    pooler: str = "cls",
+    keep_mlp: bool = True,
+    normalize: bool = False,
+    max_seq_length: Optional[int] = None,
+    overwrite: bool = False,
+    projection: Optional[dict] = None,
+) -> Path:
     """Writes a folder that `transformers.AutoModel` and `sentence_transformers.SentenceTransformer` load.
 
     Atomic: everything is written to a temporary sibling, then renamed, so a failure leaves
@@ -259,11 +290,19 @@ def save_pretrained(out_dir: str | os.PathLike, config: EncoderConfig, params: d
     with atomic_directory(out_dir, overwrite=overwrite) as staging:
         hf_config = dict(config.to_hf_dict())
         import transformers
+
         hf_config["transformers_version"] = transformers.__version__
         (staging / "config.json").write_text(json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
         save_file(to_hf_state_dict(config, params), str(staging / "model.safetensors"), metadata={"format": "pt"})
         tokenizer.save_pretrained(str(staging))
         st_folder.write_sentence_transformers_files(
-            staging, config, params, pooler=pooler, keep_mlp=keep_mlp, normalize=normalize, projection=projection,
-            max_seq_length=max_seq_length or min(512, config.max_position_embeddings))
+            staging,
+            config,
+            params,
+            pooler=pooler,
+            keep_mlp=keep_mlp,
+            normalize=normalize,
+            projection=projection,
+            max_seq_length=max_seq_length or min(512, config.max_position_embeddings),
+        )
     return Path(out_dir)

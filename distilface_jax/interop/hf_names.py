@@ -22,28 +22,36 @@ class Row(NamedTuple):
 
 
 def _linear(path: tuple[str, ...], hf_module: str) -> list[Row]:
-    return [Row(path + ("kernel",), f"{hf_module}.weight", LINEAR),
-            Row(path + ("bias",), f"{hf_module}.bias", COPY)]
+    return [Row(path + ("kernel",), f"{hf_module}.weight", LINEAR), Row(path + ("bias",), f"{hf_module}.bias", COPY)]
 
 
 def _layer_norm(path: tuple[str, ...], hf_module: str) -> list[Row]:
-    return [Row(path + ("scale",), f"{hf_module}.weight", COPY),
-            Row(path + ("bias",), f"{hf_module}.bias", COPY)]
+    return [Row(path + ("scale",), f"{hf_module}.weight", COPY), Row(path + ("bias",), f"{hf_module}.bias", COPY)]
 
 
 # Per family: where each of our layer sub-modules lives in HF's layer `i`.
 _LAYER_NAMES = {
     "distilbert": {
         "prefix": "transformer.layer.{i}",
-        "query": "attention.q_lin", "key": "attention.k_lin", "value": "attention.v_lin",
-        "output": "attention.out_lin", "attention_layer_norm": "sa_layer_norm",
-        "ffn_in": "ffn.lin1", "ffn_out": "ffn.lin2", "output_layer_norm": "output_layer_norm",
+        "query": "attention.q_lin",
+        "key": "attention.k_lin",
+        "value": "attention.v_lin",
+        "output": "attention.out_lin",
+        "attention_layer_norm": "sa_layer_norm",
+        "ffn_in": "ffn.lin1",
+        "ffn_out": "ffn.lin2",
+        "output_layer_norm": "output_layer_norm",
     },
     "bert": {
         "prefix": "encoder.layer.{i}",
-        "query": "attention.self.query", "key": "attention.self.key", "value": "attention.self.value",
-        "output": "attention.output.dense", "attention_layer_norm": "attention.output.LayerNorm",
-        "ffn_in": "intermediate.dense", "ffn_out": "output.dense", "output_layer_norm": "output.LayerNorm",
+        "query": "attention.self.query",
+        "key": "attention.self.key",
+        "value": "attention.self.value",
+        "output": "attention.output.dense",
+        "attention_layer_norm": "attention.output.LayerNorm",
+        "ffn_in": "intermediate.dense",
+        "ffn_out": "output.dense",
+        "output_layer_norm": "output.LayerNorm",
     },
 }
 
@@ -55,12 +63,18 @@ def encoder_rows(config: EncoderConfig) -> list[Row]:
     names = _LAYER_NAMES[config.model_type]
     rows = [
         Row(("encoder", "embeddings", "word_embeddings", "embedding"), "embeddings.word_embeddings.weight", COPY),
-        Row(("encoder", "embeddings", "position_embeddings", "embedding"),
-            "embeddings.position_embeddings.weight", COPY),
+        Row(
+            ("encoder", "embeddings", "position_embeddings", "embedding"), "embeddings.position_embeddings.weight", COPY
+        ),
     ]
     if config.type_vocab_size:
-        rows.append(Row(("encoder", "embeddings", "token_type_embeddings", "embedding"),
-                        "embeddings.token_type_embeddings.weight", COPY))
+        rows.append(
+            Row(
+                ("encoder", "embeddings", "token_type_embeddings", "embedding"),
+                "embeddings.token_type_embeddings.weight",
+                COPY,
+            )
+        )
     rows += _layer_norm(("encoder", "embeddings", "layer_norm"), "embeddings.LayerNorm")
     for i in range(config.num_layers):
         hf_layer = names["prefix"].format(i=i)
@@ -83,12 +97,16 @@ def mlm_head_rows(config: EncoderConfig) -> list[Row]:
     """MLM head, HF names at the top level of a *ForMaskedLM / *ForPreTraining checkpoint
     (without the decoder matrix: see `mlm_decoder_row`)."""
     if config.model_type == "distilbert":
-        return (_linear(("mlm_head", "transform"), "vocab_transform")
-                + _layer_norm(("mlm_head", "layer_norm"), "vocab_layer_norm")
-                + [Row(("mlm_head", "bias"), "vocab_projector.bias", COPY)])
-    return (_linear(("mlm_head", "transform"), "cls.predictions.transform.dense")
-            + _layer_norm(("mlm_head", "layer_norm"), "cls.predictions.transform.LayerNorm")
-            + [Row(("mlm_head", "bias"), "cls.predictions.bias", COPY)])
+        return (
+            _linear(("mlm_head", "transform"), "vocab_transform")
+            + _layer_norm(("mlm_head", "layer_norm"), "vocab_layer_norm")
+            + [Row(("mlm_head", "bias"), "vocab_projector.bias", COPY)]
+        )
+    return (
+        _linear(("mlm_head", "transform"), "cls.predictions.transform.dense")
+        + _layer_norm(("mlm_head", "layer_norm"), "cls.predictions.transform.LayerNorm")
+        + [Row(("mlm_head", "bias"), "cls.predictions.bias", COPY)]
+    )
 
 
 def mlm_decoder_row(config: EncoderConfig) -> Row:

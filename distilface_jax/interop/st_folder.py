@@ -33,36 +33,59 @@ def _write_json(path: Path, value) -> None:
 def _write_dense(folder: Path, kernel, bias, activation: str) -> None:
     """A sentence-transformers Dense module: y = activation(x W + b); torch's Linear stores Wᵀ."""
     from safetensors.numpy import save_file
+
     kernel = np.asarray(kernel, np.float32)  # [in, out]
-    _write_json(folder / "config.json", {"in_features": kernel.shape[0], "out_features": kernel.shape[1],
-                                         "bias": True, "activation_function": activation})
-    save_file({"linear.weight": np.ascontiguousarray(kernel.T), "linear.bias": np.asarray(bias, np.float32)},
-              str(folder / "model.safetensors"))
+    _write_json(
+        folder / "config.json",
+        {
+            "in_features": kernel.shape[0],
+            "out_features": kernel.shape[1],
+            "bias": True,
+            "activation_function": activation,
+        },
+    )
+    save_file(
+        {"linear.weight": np.ascontiguousarray(kernel.T), "linear.bias": np.asarray(bias, np.float32)},
+        str(folder / "model.safetensors"),
+    )
 
 
-def write_sentence_transformers_files(folder: Path, config: EncoderConfig, params: dict, *, pooler: str,
-                                      keep_mlp: bool, normalize: bool, max_seq_length: int,
-                                      projection: Optional[dict] = None) -> None:
+def write_sentence_transformers_files(
+    folder: Path,
+    config: EncoderConfig,
+    params: dict,
+    *,
+    pooler: str,
+    keep_mlp: bool,
+    normalize: bool,
+    max_seq_length: int,
+    projection: Optional[dict] = None,
+) -> None:
     """`projection` ({"kernel" [D_s, D_t], "bias" [D_t]}): a linear Dense module after pooling
     (and after the MLP head), before Normalize, as the distilled student was trained."""
     if pooler not in ST_POOLING_MODE:
-        raise ValueError(f"pooler {pooler!r} cannot be expressed with sentence-transformers modules; "
-                         f"export with one of {sorted(ST_POOLING_MODE)}")
+        raise ValueError(
+            f"pooler {pooler!r} cannot be expressed with sentence-transformers modules; "
+            f"export with one of {sorted(ST_POOLING_MODE)}"
+        )
     mode = ST_POOLING_MODE[pooler]
     modules = [
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
         {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
     ]
-    _write_json(folder / "1_Pooling" / "config.json", {
-        "word_embedding_dimension": config.hidden_size,
-        "pooling_mode_cls_token": mode == "cls",
-        "pooling_mode_mean_tokens": mode == "mean",
-        "pooling_mode_max_tokens": False,
-        "pooling_mode_mean_sqrt_len_tokens": False,
-        "pooling_mode_weightedmean_tokens": False,
-        "pooling_mode_lasttoken": False,
-        "include_prompt": True,
-    })
+    _write_json(
+        folder / "1_Pooling" / "config.json",
+        {
+            "word_embedding_dimension": config.hidden_size,
+            "pooling_mode_cls_token": mode == "cls",
+            "pooling_mode_mean_tokens": mode == "mean",
+            "pooling_mode_max_tokens": False,
+            "pooling_mode_mean_sqrt_len_tokens": False,
+            "pooling_mode_weightedmean_tokens": False,
+            "pooling_mode_lasttoken": False,
+            "include_prompt": True,
+        },
+    )
     if pooler == "cls" and keep_mlp:
         dense = params["mlp"]["dense"]
         _write_dense(folder / "2_Dense", dense["kernel"], dense["bias"], _TANH)
@@ -70,12 +93,19 @@ def write_sentence_transformers_files(folder: Path, config: EncoderConfig, param
     if projection is not None:
         index = len(modules)
         _write_dense(folder / f"{index}_Dense", projection["kernel"], projection["bias"], _IDENTITY)
-        modules.append({"idx": index, "name": str(index), "path": f"{index}_Dense",
-                        "type": "sentence_transformers.models.Dense"})
+        modules.append(
+            {"idx": index, "name": str(index), "path": f"{index}_Dense", "type": "sentence_transformers.models.Dense"}
+        )
     if normalize:
         index = len(modules)
-        modules.append({"idx": index, "name": str(index), "path": f"{index}_Normalize",
-                        "type": "sentence_transformers.models.Normalize"})
+        modules.append(
+            {
+                "idx": index,
+                "name": str(index),
+                "path": f"{index}_Normalize",
+                "type": "sentence_transformers.models.Normalize",
+            }
+        )
         (folder / f"{index}_Normalize").mkdir()
     _write_json(folder / "modules.json", modules)
     _write_json(folder / "sentence_bert_config.json", {"max_seq_length": max_seq_length, "do_lower_case": False})
@@ -91,8 +121,11 @@ def _mlp_dense_path(folder: Path, hidden_size: int) -> Optional[str]:
             continue
         pooling = json.loads((folder / previous["path"] / "config.json").read_text())
         dense_config = json.loads((folder / module["path"] / "config.json").read_text())
-        if not (pooling.get("pooling_mode_cls_token") and dense_config.get("activation_function") == _TANH
-                and dense_config.get("in_features") == hidden_size == dense_config.get("out_features")):
+        if not (
+            pooling.get("pooling_mode_cls_token")
+            and dense_config.get("activation_function") == _TANH
+            and dense_config.get("in_features") == hidden_size == dense_config.get("out_features")
+        ):
             return None
         return module["path"]
     return None
@@ -104,9 +137,12 @@ def read_mlp_dense(folder: Path, hidden_size: int) -> Optional[dict]:
     if path is None:
         return None
     from safetensors.numpy import load_file
+
     weights = load_file(str(folder / path / "model.safetensors"))
-    return {"kernel": np.ascontiguousarray(weights["linear.weight"].T.astype(np.float32)),
-            "bias": weights["linear.bias"].astype(np.float32)}
+    return {
+        "kernel": np.ascontiguousarray(weights["linear.weight"].T.astype(np.float32)),
+        "bias": weights["linear.bias"].astype(np.float32),
+    }
 
 
 def _linear_dense_path(folder: Path) -> Optional[str]:
@@ -129,9 +165,12 @@ def read_linear_dense(folder: Path) -> Optional[dict]:
     if path is None:
         return None
     from safetensors.numpy import load_file
+
     weights = load_file(str(folder / path / "model.safetensors"))
-    return {"kernel": np.ascontiguousarray(weights["linear.weight"].T.astype(np.float32)),
-            "bias": weights["linear.bias"].astype(np.float32)}
+    return {
+        "kernel": np.ascontiguousarray(weights["linear.weight"].T.astype(np.float32)),
+        "bias": weights["linear.bias"].astype(np.float32),
+    }
 
 
 def read_pooler(folder: Path) -> Optional[tuple[str, bool]]:
@@ -182,13 +221,21 @@ def pooler_mismatch(folder: Path, pooler: str) -> Optional[str]:
     if pooling is None:
         return None
     pooling_config = json.loads((folder / pooling["path"] / "config.json").read_text())
-    modes = [key[len("pooling_mode_"):].replace("_tokens", "").replace("_token", "")
-             for key, on in pooling_config.items() if key.startswith("pooling_mode_") and on]
+    modes = [
+        key[len("pooling_mode_") :].replace("_tokens", "").replace("_token", "")
+        for key, on in pooling_config.items()
+        if key.startswith("pooling_mode_") and on
+    ]
     theirs = {"cls": "cls", "mean": "mean"}.get(modes[0]) if len(modes) == 1 else None
     if theirs is not None and theirs == ST_POOLING_MODE.get(pooler):
         return None
     suggestion = {"mean": "avg", "cls": "cls_before_pooler"}.get(theirs)
-    fix = f"set --config.model.pooler={suggestion} to train with it" if suggestion else \
-        "set --config.model.pooler to match it"
-    return (f"{folder}: its sentence-transformers pooling is {'+'.join(modes) or 'none'}, but config.model.pooler "
-            f"is {pooler!r}; {fix}, or keep {pooler!r} knowingly")
+    fix = (
+        f"set --config.model.pooler={suggestion} to train with it"
+        if suggestion
+        else "set --config.model.pooler to match it"
+    )
+    return (
+        f"{folder}: its sentence-transformers pooling is {'+'.join(modes) or 'none'}, but config.model.pooler "
+        f"is {pooler!r}; {fix}, or keep {pooler!r} knowingly"
+    )

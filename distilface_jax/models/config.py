@@ -43,9 +43,7 @@ class EncoderConfig:
                 f"model_type {self.model_type!r} is not supported; expected one of {SUPPORTED_MODEL_TYPES}"
             )
         if self.hidden_size % self.num_heads:
-            raise ValueError(
-                f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}"
-            )
+            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
         if self.model_type == "bert" and self.type_vocab_size < 1:
             raise ValueError("a BERT config needs type_vocab_size >= 1")
         if self.model_type == "distilbert" and self.type_vocab_size != 0:

@@ -60,19 +60,29 @@ class Embeddings(nn.Module):
         sequence_length = input_ids.shape[-1]
         if sequence_length > config.max_position_embeddings:
             raise ValueError(
-                f"sequence length {sequence_length} exceeds max_position_embeddings "
-                f"{config.max_position_embeddings}"
+                f"sequence length {sequence_length} exceeds max_position_embeddings {config.max_position_embeddings}"
             )
-        word = nn.Embed(config.vocab_size, config.hidden_size, embedding_init=embed_init,
-                        dtype=self.dtype, name="word_embeddings")(input_ids)  # [B, L, H]
-        position = nn.Embed(config.max_position_embeddings, config.hidden_size, embedding_init=embed_init,
-                            dtype=self.dtype, name="position_embeddings")(jnp.arange(sequence_length))
+        word = nn.Embed(
+            config.vocab_size, config.hidden_size, embedding_init=embed_init, dtype=self.dtype, name="word_embeddings"
+        )(input_ids)  # [B, L, H]
+        position = nn.Embed(
+            config.max_position_embeddings,
+            config.hidden_size,
+            embedding_init=embed_init,
+            dtype=self.dtype,
+            name="position_embeddings",
+        )(jnp.arange(sequence_length))
         x = word + position[None]
         if config.type_vocab_size:
             if token_type_ids is None:
                 token_type_ids = jnp.zeros_like(input_ids)
-            x = x + nn.Embed(config.type_vocab_size, config.hidden_size, embedding_init=embed_init,
-                             dtype=self.dtype, name="token_type_embeddings")(token_type_ids)
+            x = x + nn.Embed(
+                config.type_vocab_size,
+                config.hidden_size,
+                embedding_init=embed_init,
+                dtype=self.dtype,
+                name="token_type_embeddings",
+            )(token_type_ids)
         x = _layer_norm(config, self.dtype, "layer_norm")(x)
         return nn.Dropout(config.hidden_dropout)(x, deterministic=deterministic)
 
@@ -128,7 +138,8 @@ class TransformerLayer(nn.Module):
     def __call__(self, x, attention_mask, *, deterministic: bool):
         config = self.config
         attended = SelfAttention(config, self.dtype, self.attention_impl, name="attention")(
-            x, attention_mask, deterministic=deterministic)
+            x, attention_mask, deterministic=deterministic
+        )
         x = _layer_norm(config, self.dtype, "attention_layer_norm")(x + attended)
         hidden = exact_gelu(_dense(config.intermediate_size, config, self.dtype, "ffn_in")(x))
         hidden = _dense(config.hidden_size, config, self.dtype, "ffn_out")(hidden)
@@ -149,16 +160,16 @@ class Encoder(nn.Module):
 
     def setup(self):
         if self.attention_impl not in ATTENTION_IMPLEMENTATIONS:
-            raise ValueError(
-                f"attention_impl {self.attention_impl!r} is not one of {ATTENTION_IMPLEMENTATIONS}")
+            raise ValueError(f"attention_impl {self.attention_impl!r} is not one of {ATTENTION_IMPLEMENTATIONS}")
         self.embeddings = Embeddings(self.config, self.dtype)
         self.layers = [
             TransformerLayer(self.config, self.dtype, self.attention_impl, name=f"layer_{index}")
             for index in range(self.config.num_layers)
         ]
 
-    def __call__(self, input_ids, attention_mask, token_type_ids: Optional[jax.Array] = None, *,
-                 deterministic: bool = True) -> EncoderOutput:
+    def __call__(
+        self, input_ids, attention_mask, token_type_ids: Optional[jax.Array] = None, *, deterministic: bool = True
+    ) -> EncoderOutput:
         x = self.embeddings(input_ids, token_type_ids, deterministic=deterministic)
         hidden_states = [x]
         for layer in self.layers:

@@ -29,8 +29,13 @@ class MLPHead(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        dense = nn.Dense(self.config.hidden_size, dtype=jnp.float32, param_dtype=jnp.float32,
-                         kernel_init=nn.initializers.normal(self.config.initializer_range), name="dense")
+        dense = nn.Dense(
+            self.config.hidden_size,
+            dtype=jnp.float32,
+            param_dtype=jnp.float32,
+            kernel_init=nn.initializers.normal(self.config.initializer_range),
+            name="dense",
+        )
         return jnp.tanh(dense(x))
 
 
@@ -51,16 +56,26 @@ class MLMHead(nn.Module):
     @nn.compact
     def __call__(self, hidden, word_embeddings):
         config = self.config
-        x = nn.Dense(config.hidden_size, dtype=self.dtype, param_dtype=jnp.float32,
-                     kernel_init=nn.initializers.normal(config.initializer_range), name="transform")(hidden)
-        x = nn.LayerNorm(epsilon=config.layer_norm_eps, dtype=self.dtype, param_dtype=jnp.float32,
-                         name="layer_norm")(exact_gelu(x))
+        x = nn.Dense(
+            config.hidden_size,
+            dtype=self.dtype,
+            param_dtype=jnp.float32,
+            kernel_init=nn.initializers.normal(config.initializer_range),
+            name="transform",
+        )(hidden)
+        x = nn.LayerNorm(epsilon=config.layer_norm_eps, dtype=self.dtype, param_dtype=jnp.float32, name="layer_norm")(
+            exact_gelu(x)
+        )
         bias = self.param("bias", nn.initializers.zeros, (config.vocab_size,), jnp.float32)
         if self.tie_decoder:
             decoder = word_embeddings.T  # [H, V]
         else:
-            decoder = self.param("decoder", nn.initializers.normal(config.initializer_range),
-                                 (config.hidden_size, config.vocab_size), jnp.float32)  # [H, V]
+            decoder = self.param(
+                "decoder",
+                nn.initializers.normal(config.initializer_range),
+                (config.hidden_size, config.vocab_size),
+                jnp.float32,
+            )  # [H, V]
         logits = jnp.einsum("blh,hv->blv", x, decoder.astype(self.dtype))
         return logits.astype(jnp.float32) + bias  # [B, L, V]
 
@@ -81,8 +96,15 @@ class SentenceEncoder(nn.Module):
         if self.with_mlm_head:
             self.mlm_head = MLMHead(self.config, self.dtype, self.tie_mlm_decoder)
 
-    def __call__(self, input_ids, attention_mask, token_type_ids: Optional[jax.Array] = None, *,
-                 deterministic: bool = True, apply_mlp: bool = True) -> jax.Array:
+    def __call__(
+        self,
+        input_ids,
+        attention_mask,
+        token_type_ids: Optional[jax.Array] = None,
+        *,
+        deterministic: bool = True,
+        apply_mlp: bool = True,
+    ) -> jax.Array:
         """[B, L] tokens → [B, H] float32 sentence embeddings."""
         output = self.encoder(input_ids, attention_mask, token_type_ids, deterministic=deterministic)
         pooled = pool(self.pooler, output, attention_mask)
@@ -90,8 +112,9 @@ class SentenceEncoder(nn.Module):
             return self.mlp(pooled)
         return pooled
 
-    def mlm_logits(self, input_ids, attention_mask, token_type_ids: Optional[jax.Array] = None, *,
-                   deterministic: bool = True) -> jax.Array:
+    def mlm_logits(
+        self, input_ids, attention_mask, token_type_ids: Optional[jax.Array] = None, *, deterministic: bool = True
+    ) -> jax.Array:
         """[B, L] (masked) tokens → [B, L, V] float32 MLM logits."""
         output = self.encoder(input_ids, attention_mask, token_type_ids, deterministic=deterministic)
         return self.mlm_head(output.last_hidden_state, self.encoder.word_embedding_table())
@@ -105,8 +128,9 @@ class SentenceEncoder(nn.Module):
         return embedding
 
 
-def init_params(config: EncoderConfig, key: jax.Array, *, with_mlm_head: bool = False,
-                tie_mlm_decoder: bool = False) -> dict:
+def init_params(
+    config: EncoderConfig, key: jax.Array, *, with_mlm_head: bool = False, tie_mlm_decoder: bool = False
+) -> dict:
     """Randomly initialised parameter tree (the layout `hf.py` imports into)."""
     model = SentenceEncoder(config, with_mlm_head=with_mlm_head, tie_mlm_decoder=tie_mlm_decoder)
     ids = jnp.zeros((1, 4), jnp.int32)

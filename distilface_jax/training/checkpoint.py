@@ -21,11 +21,16 @@ from distilface_jax import run_folder
 from distilface_jax.run_folder import BEST_DIR, LATEST_DIR
 
 
-def _manager(directory: str, *, keep: int, asynchronous: bool, items: tuple[str, ...],
-             read_only: bool = False) -> ocp.CheckpointManager:
+def _manager(
+    directory: str, *, keep: int, asynchronous: bool, items: tuple[str, ...], read_only: bool = False
+) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=None if read_only else keep, create=not read_only, read_only=read_only,
-        cleanup_tmp_directories=not read_only, enable_async_checkpointing=asynchronous)
+        max_to_keep=None if read_only else keep,
+        create=not read_only,
+        read_only=read_only,
+        cleanup_tmp_directories=not read_only,
+        enable_async_checkpointing=asynchronous,
+    )
     return ocp.CheckpointManager(directory, options=options, item_names=items)
 
 
@@ -39,24 +44,42 @@ class RunCheckpoints:
 
     def __init__(self, workdir: str, *, keep: int = 2, read_only: bool = False):
         self.workdir = run_folder.absolute(workdir)
-        self.latest = _manager(run_folder.join(self.workdir, LATEST_DIR), keep=keep, asynchronous=not read_only,
-                               items=("params", "opt_state", "progress", "meta"), read_only=read_only)
-        self.best = _manager(run_folder.join(self.workdir, BEST_DIR), keep=1, asynchronous=False,
-                             items=("params", "meta"), read_only=read_only)
+        self.latest = _manager(
+            run_folder.join(self.workdir, LATEST_DIR),
+            keep=keep,
+            asynchronous=not read_only,
+            items=("params", "opt_state", "progress", "meta"),
+            read_only=read_only,
+        )
+        self.best = _manager(
+            run_folder.join(self.workdir, BEST_DIR),
+            keep=1,
+            asynchronous=False,
+            items=("params", "meta"),
+            read_only=read_only,
+        )
 
     # -- saving ---------------------------------------------------------------------------
     def save(self, state, meta: dict) -> None:
         """Asynchronous: returns once the arrays are copied off the device."""
         step = int(jax.device_get(state.step))
-        self.latest.save(step, args=ocp.args.Composite(
-            params=ocp.args.StandardSave(state.params),
-            opt_state=ocp.args.StandardSave(state.opt_state),
-            progress=ocp.args.StandardSave({"step": state.step, "rng": state.rng}),
-            meta=ocp.args.JsonSave(meta)), force=True)
+        self.latest.save(
+            step,
+            args=ocp.args.Composite(
+                params=ocp.args.StandardSave(state.params),
+                opt_state=ocp.args.StandardSave(state.opt_state),
+                progress=ocp.args.StandardSave({"step": state.step, "rng": state.rng}),
+                meta=ocp.args.JsonSave(meta),
+            ),
+            force=True,
+        )
 
     def save_best(self, step: int, params, meta: dict) -> None:
-        self.best.save(step, args=ocp.args.Composite(
-            params=ocp.args.StandardSave(params), meta=ocp.args.JsonSave(meta)), force=True)
+        self.best.save(
+            step,
+            args=ocp.args.Composite(params=ocp.args.StandardSave(params), meta=ocp.args.JsonSave(meta)),
+            force=True,
+        )
 
     def wait(self) -> None:
         self.latest.wait_until_finished()
@@ -79,18 +102,24 @@ class RunCheckpoints:
 
     def restore_state(self, step: int, abstract_state):
         """The full train state at `step`, laid out as `abstract_state` says."""
-        restored = self.latest.restore(step, args=ocp.args.Composite(
-            params=ocp.args.StandardRestore(abstract_state.params),
-            opt_state=ocp.args.StandardRestore(abstract_state.opt_state),
-            progress=ocp.args.StandardRestore({"step": abstract_state.step, "rng": abstract_state.rng})))
+        restored = self.latest.restore(
+            step,
+            args=ocp.args.Composite(
+                params=ocp.args.StandardRestore(abstract_state.params),
+                opt_state=ocp.args.StandardRestore(abstract_state.opt_state),
+                progress=ocp.args.StandardRestore({"step": abstract_state.step, "rng": abstract_state.rng}),
+            ),
+        )
         progress = restored["progress"]
-        return abstract_state.replace(step=progress["step"], rng=progress["rng"], params=restored["params"],
-                                      opt_state=restored["opt_state"])
+        return abstract_state.replace(
+            step=progress["step"], rng=progress["rng"], params=restored["params"], opt_state=restored["opt_state"]
+        )
 
     def restore_params(self, step: int, abstract_params, *, best: bool = False):
         manager = self.best if best else self.latest
-        return manager.restore(step, args=ocp.args.Composite(
-            params=ocp.args.StandardRestore(abstract_params)))["params"]
+        return manager.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract_params)))[
+            "params"
+        ]
 
 
 def resolve_step(checkpoints: RunCheckpoints, step: Optional[str]) -> tuple[int, bool]:

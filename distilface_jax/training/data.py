@@ -69,17 +69,13 @@ def global_batch_indices(num_examples: int, global_batch_size: int, seed: int, s
     permutation drawn by `np.random.default_rng([seed, epoch])`. Nothing else enters.
     """
     if global_batch_size < 1 or seed < 0 or step < 0:
-        raise ValueError(
-            f"need global_batch_size >= 1, seed >= 0, step >= 0; got {global_batch_size}, {seed}, {step}"
-        )
+        raise ValueError(f"need global_batch_size >= 1, seed >= 0, step >= 0; got {global_batch_size}, {seed}, {step}")
     spe = steps_per_epoch(num_examples, global_batch_size)
     if spe == 0:
-        raise ValueError(
-            f"{num_examples} examples are fewer than one global batch of {global_batch_size}"
-        )
+        raise ValueError(f"{num_examples} examples are fewer than one global batch of {global_batch_size}")
     epoch, position = divmod(int(step), spe)
     perm = _epoch_permutation(int(num_examples), int(seed), epoch)
-    return perm[position * global_batch_size:(position + 1) * global_batch_size].copy()
+    return perm[position * global_batch_size : (position + 1) * global_batch_size].copy()
 
 
 def host_batch(
@@ -94,15 +90,13 @@ def host_batch(
     """This process's contiguous slice of global batch `step`: arrays [global_batch_size /
     process_count, K, L]. Host slices concatenated in process order give the global batch."""
     if process_count < 1 or global_batch_size % process_count:
-        raise ValueError(
-            f"global batch size {global_batch_size} is not divisible by process_count {process_count}"
-        )
+        raise ValueError(f"global batch size {global_batch_size} is not divisible by process_count {process_count}")
     if not 0 <= process_index < process_count:
         raise ValueError(f"process_index {process_index} is outside [0, {process_count})")
     num_examples = next(iter(dataset_arrays.values())).shape[0]
     indices = global_batch_indices(num_examples, global_batch_size, seed, step)
     per_host = global_batch_size // process_count
-    mine = indices[process_index * per_host:(process_index + 1) * per_host]
+    mine = indices[process_index * per_host : (process_index + 1) * per_host]
     return {name: array[mine] for name, array in dataset_arrays.items()}
 
 
@@ -152,8 +146,12 @@ class TrainData:
     def batch(self, step: int, process_index: int = 0, process_count: int = 1) -> dict[str, np.ndarray]:
         """This process's part of global batch `step`: dict of int32 [B / process_count, K, L]."""
         return host_batch(
-            self.arrays, step, global_batch_size=self.global_batch_size, seed=self.seed,
-            process_index=process_index, process_count=process_count,
+            self.arrays,
+            step,
+            global_batch_size=self.global_batch_size,
+            seed=self.seed,
+            process_index=process_index,
+            process_count=process_count,
         )
 
 
@@ -193,8 +191,12 @@ def _load_hf(source: _Source, hf_cache_dir: str | None):
     if source.path.lower().endswith((".csv", ".tsv")):
         # na_filter=False keeps sentences like "NA" or "null" as text and empty cells as "".
         return datasets.load_dataset(
-            "csv", data_files=source.path, split="train", cache_dir=hf_cache_dir,
-            na_filter=False, delimiter="\t" if source.path.lower().endswith(".tsv") else ",",
+            "csv",
+            data_files=source.path,
+            split="train",
+            cache_dir=hf_cache_dir,
+            na_filter=False,
+            delimiter="\t" if source.path.lower().endswith(".tsv") else ",",
         )
     return datasets.load_dataset("text", data_files=source.path, split="train", cache_dir=hf_cache_dir)
 
@@ -243,14 +245,17 @@ def tokenize_views(views: list[list[str]], tokenizer: Any, max_seq_length: int) 
     for v, sentences in enumerate(views):
         for start in range(0, n, _TOKENIZE_CHUNK):
             enc = tokenizer(
-                sentences[start:start + _TOKENIZE_CHUNK], padding="max_length", truncation=True,
-                max_length=max_seq_length, return_tensors="np",
+                sentences[start : start + _TOKENIZE_CHUNK],
+                padding="max_length",
+                truncation=True,
+                max_length=max_seq_length,
+                return_tensors="np",
             )
             for name in ("input_ids", "attention_mask", "token_type_ids"):
                 if name in enc:
                     if name not in out:
                         out[name] = np.zeros((n, k, max_seq_length), np.int32)
-                    out[name][start:start + _TOKENIZE_CHUNK, v] = enc[name]
+                    out[name][start : start + _TOKENIZE_CHUNK, v] = enc[name]
     return out
 
 
@@ -272,10 +277,16 @@ def _tokenizer_fingerprint(tokenizer: Any) -> str:
 def cache_path(cache_dir: str, source: _Source, tokenizer: Any, max_seq_length: int, fmt: str) -> str:
     """cache_dir/<name>.<fmt>.L<max_seq_length>.<hash>.npz; the hash covers the file's path,
     size and mtime (or hub id), the tokenizer, max_seq_length and the format."""
-    key = json.dumps({
-        "version": _CACHE_VERSION, "source": source.fingerprint(), "format": fmt,
-        "tokenizer": _tokenizer_fingerprint(tokenizer), "max_seq_length": max_seq_length,
-    }, sort_keys=True)
+    key = json.dumps(
+        {
+            "version": _CACHE_VERSION,
+            "source": source.fingerprint(),
+            "format": fmt,
+            "tokenizer": _tokenizer_fingerprint(tokenizer),
+            "max_seq_length": max_seq_length,
+        },
+        sort_keys=True,
+    )
     digest = hashlib.sha256(key.encode()).hexdigest()[:20]
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", os.path.basename(source.name.rstrip("/")))[:60]
     return os.path.join(cache_dir, f"{stem}.{fmt}.L{max_seq_length}.{digest}.npz")
@@ -327,8 +338,12 @@ def _load(
             _save_atomic(path, arrays, skipped)
             log.debug("tokenized %d examples -> %s", len(views[0]), path)
     return TrainData(
-        arrays=arrays, global_batch_size=global_batch_size, seed=seed,
-        num_skipped_lines=skipped, source=source.name, from_cache=cached is not None,
+        arrays=arrays,
+        global_batch_size=global_batch_size,
+        seed=seed,
+        num_skipped_lines=skipped,
+        source=source.name,
+        from_cache=cached is not None,
     )
 
 
@@ -345,8 +360,14 @@ def load_unsupervised(
     first column holds the sentences, or a hub data set id. Blank lines are skipped and
     counted in `num_skipped_lines`. `cache_dir=None` disables the token cache."""
     return _load(
-        path_or_name, tokenizer, "unsup", _read_unsupervised, global_batch_size=global_batch_size,
-        seed=seed, max_seq_length=max_seq_length, cache_dir=cache_dir,
+        path_or_name,
+        tokenizer,
+        "unsup",
+        _read_unsupervised,
+        global_batch_size=global_batch_size,
+        seed=seed,
+        max_seq_length=max_seq_length,
+        cache_dir=cache_dir,
     )
 
 
@@ -362,6 +383,12 @@ def load_supervised(
     """Supervised SimCSE data: CSV columns sent0, sent1[, hard_neg] -> K = 2 or 3 views
     (anchor, positive[, hard negative]). Rows with an empty field are skipped and counted."""
     return _load(
-        path_or_name, tokenizer, "sup", _read_supervised, global_batch_size=global_batch_size,
-        seed=seed, max_seq_length=max_seq_length, cache_dir=cache_dir,
+        path_or_name,
+        tokenizer,
+        "sup",
+        _read_supervised,
+        global_batch_size=global_batch_size,
+        seed=seed,
+        max_seq_length=max_seq_length,
+        cache_dir=cache_dir,
     )

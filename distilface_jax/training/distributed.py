@@ -42,17 +42,30 @@ def _define_once(define, name: str, *args, **kwargs) -> None:
 
 
 def _define_flags() -> None:
-    _define_once(flags.DEFINE_string, "coordinator_address", None,
-                 "HOST:PORT of process 0's coordinator service; reachable from every process. "
-                 "Give it with --num_processes and --process_id.")
+    _define_once(
+        flags.DEFINE_string,
+        "coordinator_address",
+        None,
+        "HOST:PORT of process 0's coordinator service; reachable from every process. "
+        "Give it with --num_processes and --process_id.",
+    )
     _define_once(flags.DEFINE_integer, "num_processes", None, "Number of processes in the job (>= 1).")
     _define_once(flags.DEFINE_integer, "process_id", None, "This process's id, 0 <= id < --num_processes.")
-    _define_once(flags.DEFINE_list, "local_device_ids", None,
-                 "Comma-separated local device ids this process may use (default: all of them).")
-    _define_once(flags.DEFINE_enum, "distributed", "detect", list(MODES),
-                 "detect: explicit flags, else a multi-host TPU slice seen in the environment, "
-                 "else one process. auto: always jax.distributed.initialize() and let jax find the "
-                 "cluster (Cloud TPU VM slices, Slurm, Open MPI). off: never initialize.")
+    _define_once(
+        flags.DEFINE_list,
+        "local_device_ids",
+        None,
+        "Comma-separated local device ids this process may use (default: all of them).",
+    )
+    _define_once(
+        flags.DEFINE_enum,
+        "distributed",
+        "detect",
+        list(MODES),
+        "detect: explicit flags, else a multi-host TPU slice seen in the environment, "
+        "else one process. auto: always jax.distributed.initialize() and let jax find the "
+        "cluster (Cloud TPU VM slices, Slurm, Open MPI). off: never initialize.",
+    )
 
 
 _define_flags()
@@ -92,7 +105,8 @@ def _check_address(address: str) -> str:
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(
             f"--coordinator_address={address!r} must be HOST:PORT with a port in 1..65535 "
-            "(e.g. 10.0.0.2:8476, or 127.0.0.1:PORT for local processes)")
+            "(e.g. 10.0.0.2:8476, or 127.0.0.1:PORT for local processes)"
+        )
     return address.strip()
 
 
@@ -116,19 +130,21 @@ def _explicit_settings(values: Mapping[str, Any]) -> dict[str, Any]:
         given = [f"--{name}" for name in _EXPLICIT if values.get(name) is not None]
         raise ValueError(
             f"{', '.join(given)} given without {', '.join(missing)}: a multi-process run needs "
-            "--coordinator_address, --num_processes and --process_id together")
+            "--coordinator_address, --num_processes and --process_id together"
+        )
     num_processes, process_id = int(values["num_processes"]), int(values["process_id"])
     if num_processes < 1:
         raise ValueError(f"--num_processes={num_processes} must be >= 1")
     if not 0 <= process_id < num_processes:
-        raise ValueError(f"--process_id={process_id} must satisfy 0 <= process_id < "
-                         f"--num_processes={num_processes}")
-    return dict(coordinator_address=_check_address(str(values["coordinator_address"])),
-                num_processes=num_processes, process_id=process_id)
+        raise ValueError(f"--process_id={process_id} must satisfy 0 <= process_id < --num_processes={num_processes}")
+    return dict(
+        coordinator_address=_check_address(str(values["coordinator_address"])),
+        num_processes=num_processes,
+        process_id=process_id,
+    )
 
 
-def distributed_settings(flag_values: Mapping[str, Any],
-                         environ: Mapping[str, str]) -> dict[str, Any] | None:
+def distributed_settings(flag_values: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, Any] | None:
     """Keyword arguments for `jax.distributed.initialize`, or None for a single process.
 
     `flag_values` maps flag names (coordinator_address, num_processes, process_id,
@@ -143,8 +159,10 @@ def distributed_settings(flag_values: Mapping[str, Any],
     device_ids = _device_ids(flag_values.get("local_device_ids"))
     if mode == "off":
         if explicit or device_ids is not None:
-            raise ValueError("--distributed=off contradicts --coordinator_address/--num_processes/"
-                             "--process_id/--local_device_ids; drop one or the other")
+            raise ValueError(
+                "--distributed=off contradicts --coordinator_address/--num_processes/"
+                "--process_id/--local_device_ids; drop one or the other"
+            )
         return None
 
     if explicit:
@@ -152,8 +170,10 @@ def distributed_settings(flag_values: Mapping[str, Any],
     elif mode == "auto" or tpu_slice_in_environment(environ):
         settings = {}
     elif device_ids is not None:
-        raise ValueError("--local_device_ids needs --coordinator_address, --num_processes and "
-                         "--process_id (or --distributed=auto on a cluster jax detects)")
+        raise ValueError(
+            "--local_device_ids needs --coordinator_address, --num_processes and "
+            "--process_id (or --distributed=auto on a cluster jax detects)"
+        )
     else:
         return None
     if device_ids is not None:

@@ -30,8 +30,8 @@ def _split(tree, chunk_size: int):
     """[b, ...] leaves → (n, [n, chunk, ...] leaves, [r, ...] leaves or None), r = b mod chunk."""
     rows = jax.tree_util.tree_leaves(tree)[0].shape[0]
     count, remainder = divmod(rows, chunk_size)
-    full = jax.tree_util.tree_map(lambda x: x[:count * chunk_size].reshape((count, chunk_size) + x.shape[1:]), tree)
-    rest = jax.tree_util.tree_map(lambda x: x[count * chunk_size:], tree) if remainder else None
+    full = jax.tree_util.tree_map(lambda x: x[: count * chunk_size].reshape((count, chunk_size) + x.shape[1:]), tree)
+    rest = jax.tree_util.tree_map(lambda x: x[count * chunk_size :], tree) if remainder else None
     return count, full, rest
 
 
@@ -41,8 +41,11 @@ def _map_chunks(function, tree, chunk_size: int, first_index):
     count, full, rest = _split(tree, chunk_size)
     stacked = None
     if count:
-        _, stacked = jax.lax.scan(lambda carry, xs: (carry, function(xs[1], first_index + xs[0] * chunk_size)),
-                                  None, (jnp.arange(count), full))
+        _, stacked = jax.lax.scan(
+            lambda carry, xs: (carry, function(xs[1], first_index + xs[0] * chunk_size)),
+            None,
+            (jnp.arange(count), full),
+        )
     tail = function(rest, first_index + count * chunk_size) if rest is not None else None
     return stacked, tail
 
@@ -64,10 +67,12 @@ def make_grad_cache_fn(model, mesh, num_views: int, loss_config: LossConfig, chu
             return device_embeddings(model, params, chunk, step_key, first_index, num_views, deterministic)
 
         def embed_all(params, local_batch):  # Pass 1: [b, V, H], no activations kept.
-            stacked, tail = _map_chunks(lambda chunk, first: embed(params, chunk, first), local_batch,
-                                        chunk_size, first_row(local_batch))
-            parts = ([] if stacked is None else [stacked.reshape((-1,) + stacked.shape[2:])]) + \
-                    ([] if tail is None else [tail])
+            stacked, tail = _map_chunks(
+                lambda chunk, first: embed(params, chunk, first), local_batch, chunk_size, first_row(local_batch)
+            )
+            parts = ([] if stacked is None else [stacked.reshape((-1,) + stacked.shape[2:])]) + (
+                [] if tail is None else [tail]
+            )
             return jnp.concatenate(parts, axis=0)
 
         z = jax.shard_map(embed_all, mesh=mesh, in_specs=(P(), P(DATA_AXIS)), out_specs=P(DATA_AXIS))(params, batch)
@@ -77,6 +82,7 @@ def make_grad_cache_fn(model, mesh, num_views: int, loss_config: LossConfig, chu
             def per_device(z_local):
                 first_index = jax.lax.axis_index(DATA_AXIS) * z_local.shape[0]
                 return combine(contrastive_sums(z_local, first_index, loss_config), None, loss_config)
+
             return jax.shard_map(per_device, mesh=mesh, in_specs=P(DATA_AXIS), out_specs=(P(), P()))(z)
 
         (loss, metrics), z_cotangent = jax.value_and_grad(loss_of_embeddings, has_aux=True)(z)
@@ -88,14 +94,18 @@ def make_grad_cache_fn(model, mesh, num_views: int, loss_config: LossConfig, chu
                     chunk, chunk_cotangent = chunk_and_cotangent
                     return jnp.sum(embed(params, chunk, first_index) * chunk_cotangent)
 
-                stacked, tail = _map_chunks(lambda pair, first: chunk_term(params, pair, first),
-                                            (local_batch, cotangent), chunk_size, first_row(local_batch))
-                total = sum(term for term in (None if stacked is None else jnp.sum(stacked), tail)
-                            if term is not None)
+                stacked, tail = _map_chunks(
+                    lambda pair, first: chunk_term(params, pair, first),
+                    (local_batch, cotangent),
+                    chunk_size,
+                    first_row(local_batch),
+                )
+                total = sum(term for term in (None if stacked is None else jnp.sum(stacked), tail) if term is not None)
                 return jax.lax.psum(total, DATA_AXIS)
 
-            return jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(DATA_AXIS), P(DATA_AXIS)),
-                                 out_specs=P())(params, batch, z_cotangent)
+            return jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(DATA_AXIS), P(DATA_AXIS)), out_specs=P())(
+                params, batch, z_cotangent
+            )
 
         return (loss, metrics), jax.grad(surrogate)(params)
 

@@ -41,24 +41,43 @@ def initial_model(config, workdir: str) -> InitialModel:
     if model_config.name_or_path == BUILTIN_TINY:
         tokenizer = tiny_data.load_tiny_tokenizer(tiny_data.prepare_builtin_tiny(workdir)["vocab"])
         shape = model_config.tiny
-        encoder_config = EncoderConfig(model_type="distilbert", vocab_size=len(tokenizer),
-                                       hidden_size=shape.hidden_size, num_layers=shape.num_layers,
-                                       num_heads=shape.num_heads, intermediate_size=shape.intermediate_size,
-                                       max_position_embeddings=shape.max_position_embeddings,
-                                       pad_token_id=tokenizer.pad_token_id)
-        params = jax.device_get(init_params(encoder_config, jax.random.key(config.seed),
-                                            with_mlm_head=config.loss.do_mlm, tie_mlm_decoder=tie_decoder))
+        encoder_config = EncoderConfig(
+            model_type="distilbert",
+            vocab_size=len(tokenizer),
+            hidden_size=shape.hidden_size,
+            num_layers=shape.num_layers,
+            num_heads=shape.num_heads,
+            intermediate_size=shape.intermediate_size,
+            max_position_embeddings=shape.max_position_embeddings,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        params = jax.device_get(
+            init_params(
+                encoder_config,
+                jax.random.key(config.seed),
+                with_mlm_head=config.loss.do_mlm,
+                tie_mlm_decoder=tie_decoder,
+            )
+        )
         has_mlp = False
     else:
-        loaded = hf.load_pretrained(model_config.name_or_path, with_mlm_head=config.loss.do_mlm, seed=config.seed,
-                                    mlp_init=model_config.mlp_init, tie_mlm_decoder=tie_decoder)
+        loaded = hf.load_pretrained(
+            model_config.name_or_path,
+            with_mlm_head=config.loss.do_mlm,
+            seed=config.seed,
+            mlp_init=model_config.mlp_init,
+            tie_mlm_decoder=tie_decoder,
+        )
         encoder_config, params, tokenizer, has_mlp = loaded.config, loaded.params, loaded.tokenizer, loaded.found_mlp
         warn_pooler_mismatch(Path(loaded.source), model_config.pooler)
     if model_config.mlp_init == "pretrained" and not has_mlp:
-        raise ValueError(f"config.model.mlp_init='pretrained', but {model_config.name_or_path} has no MLP head "
-                         "(no BERT pooler, no sentence-transformers Dense); use 'random'")
-    encoder_config = encoder_config.replace(hidden_dropout=model_config.dropout,
-                                            attention_dropout=model_config.attention_dropout)
+        raise ValueError(
+            f"config.model.mlp_init='pretrained', but {model_config.name_or_path} has no MLP head "
+            "(no BERT pooler, no sentence-transformers Dense); use 'random'"
+        )
+    encoder_config = encoder_config.replace(
+        hidden_dropout=model_config.dropout, attention_dropout=model_config.attention_dropout
+    )
     return InitialModel(encoder_config, params, tokenizer, has_mlp)
 
 

@@ -29,8 +29,11 @@ class StopSignals:
         if self.received is None:
             self.received = signum
             if signum == signal.SIGINT:
-                print("\ninterrupt: saving at the end of this step (Ctrl-C again to abort without saving)",
-                      file=sys.stderr, flush=True)
+                print(
+                    "\ninterrupt: saving at the end of this step (Ctrl-C again to abort without saving)",
+                    file=sys.stderr,
+                    flush=True,
+                )
 
     def restore(self) -> None:
         for signum, previous in self._previous.items():

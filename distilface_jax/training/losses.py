@@ -84,9 +84,7 @@ def simcse_loss_local(
         cos_hard = cosine_matrix(z1, z3)  # [b, B]
         # SimCSE adds w to the own-hard-negative logit only, column B + label in [b, 2B].
         own_hard = jax.nn.one_hot(labels, B, dtype=jnp.float32)  # [b, B]
-        logits = jnp.concatenate(
-            [logits, cos_hard / temperature + hard_negative_weight * own_hard], axis=-1
-        )  # [b, 2B]
+        logits = jnp.concatenate([logits, cos_hard / temperature + hard_negative_weight * own_hard], axis=-1)  # [b, 2B]
         sums["hard_negative_cosine"] = jnp.sum(cos_hard * own_hard)
     log_probs = jax.nn.log_softmax(logits, axis=-1)  # [b, B] or [b, 2B]
     nll = -jnp.take_along_axis(log_probs, labels[:, None], axis=-1)[:, 0]  # [b]
@@ -148,11 +146,14 @@ def simcse_loss(
     """
     if z1.shape[0] != z2.shape[0] or (z3 is not None and z3.shape != z2.shape):
         raise ValueError(
-            f"z1, z2 (and z3) need the same batch size: {z1.shape}, {z2.shape}, "
-            f"{None if z3 is None else z3.shape}"
+            f"z1, z2 (and z3) need the same batch size: {z1.shape}, {z2.shape}, {None if z3 is None else z3.shape}"
         )
     _, sums = simcse_loss_local(
-        z1, z2, z3, anchor_offset=0, temperature=temperature,
+        z1,
+        z2,
+        z3,
+        anchor_offset=0,
+        temperature=temperature,
         hard_negative_weight=hard_negative_weight,
     )
     metrics = finalize_metrics(sums)

@@ -42,8 +42,9 @@ def rewind_metrics(workdir: str, step: int) -> None:
     records = read_metrics(workdir)
     kept = [record for record in records if record.get("step", 0) <= step]
     if len(kept) != len(records):
-        run_folder.write_text(run_folder.path(workdir, METRICS_FILE),
-                                 "".join(json.dumps(record) + "\n" for record in kept))
+        run_folder.write_text(
+            run_folder.path(workdir, METRICS_FILE), "".join(json.dumps(record) + "\n" for record in kept)
+        )
 
 
 class MetricsWriter:
@@ -54,6 +55,7 @@ class MetricsWriter:
         if enabled:
             try:
                 from tensorboardX import SummaryWriter
+
                 self._tensorboard = SummaryWriter(str(run_folder.path(workdir, run_folder.TENSORBOARD_DIR)))
             except Exception as error:  # Events are a convenience; metrics.jsonl is the record.
                 logger.warning("TensorBoard events disabled (%s); metrics.jsonl is still written", error)

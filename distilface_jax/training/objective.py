@@ -61,20 +61,29 @@ def views(batch: dict, num_views: int) -> dict:
     return {name: jnp.repeat(array, num_views, axis=1) for name, array in batch.items()}
 
 
-def embed_rows(model: SentenceEncoder, params, rows: dict, keys: jax.Array, *, deterministic: bool,
-               method: Optional[str] = None) -> jax.Array:
+def embed_rows(
+    model: SentenceEncoder, params, rows: dict, keys: jax.Array, *, deterministic: bool, method: Optional[str] = None
+) -> jax.Array:
     """[R, L] token rows with [R] dropout keys → [R, ...] outputs, each row with its own mask.
 
     vmap over rows gives each example its own dropout key; weights are not vmapped, so XLA
     still emits the same batched matmuls as an unvmapped call.
     """
+
     def one(row: dict, key):
         token_types = row.get("token_type_ids")
         kwargs = {} if method else {"apply_mlp": True}
-        return model.apply({"params": params}, row["input_ids"][None], row["attention_mask"][None],
-                           None if token_types is None else token_types[None], deterministic=deterministic,
-                           rngs=None if deterministic else {"dropout": key},
-                           method=getattr(SentenceEncoder, method) if method else None, **kwargs)[0]
+        return model.apply(
+            {"params": params},
+            row["input_ids"][None],
+            row["attention_mask"][None],
+            None if token_types is None else token_types[None],
+            deterministic=deterministic,
+            rngs=None if deterministic else {"dropout": key},
+            method=getattr(SentenceEncoder, method) if method else None,
+            **kwargs,
+        )[0]
+
     return jax.vmap(one)(rows, keys)
 
 
@@ -82,8 +91,9 @@ def _flatten(tree: dict) -> dict:
     return {name: array.reshape((-1,) + array.shape[2:]) for name, array in tree.items()}
 
 
-def device_embeddings(model, params, local_batch: dict, step_key, first_index, num_views: int,
-                      deterministic: bool) -> jax.Array:
+def device_embeddings(
+    model, params, local_batch: dict, step_key, first_index, num_views: int, deterministic: bool
+) -> jax.Array:
     """[b, K, L] local batch → [b, V, H] float32 embeddings of every view."""
     batch = views(local_batch, num_views)
     count = batch["input_ids"].shape[0]
@@ -96,14 +106,20 @@ def contrastive_sums(z_local: jax.Array, first_index, loss_config: LossConfig) -
     """Psum-ed SimCSE sums for local anchors z_local[:, 0] vs all devices' candidates."""
     candidates = jax.lax.all_gather(z_local[:, 1:], DATA_AXIS, tiled=True)  # [B, V-1, H]
     hard_negatives = candidates[:, 1] if candidates.shape[1] > 1 else None
-    _, sums = losses.simcse_loss_local(z_local[:, 0], candidates[:, 0], hard_negatives, anchor_offset=first_index,
-                                       temperature=loss_config.temperature,
-                                       hard_negative_weight=loss_config.hard_negative_weight)
+    _, sums = losses.simcse_loss_local(
+        z_local[:, 0],
+        candidates[:, 0],
+        hard_negatives,
+        anchor_offset=first_index,
+        temperature=loss_config.temperature,
+        hard_negative_weight=loss_config.hard_negative_weight,
+    )
     return jax.lax.psum(sums, DATA_AXIS)
 
 
-def mlm_inputs(local_batch: dict, step_key, first_index, num_views: int, loss_config: LossConfig,
-               vocabulary: MlmVocabulary) -> tuple[dict, jax.Array, jax.Array, jax.Array]:
+def mlm_inputs(
+    local_batch: dict, step_key, first_index, num_views: int, loss_config: LossConfig, vocabulary: MlmVocabulary
+) -> tuple[dict, jax.Array, jax.Array, jax.Array]:
     """The MLM copy of every view of examples first_index, first_index + 1, ... (BERT masking).
 
     Returns (rows, masked_ids, labels, keys): the [R, L] flattened views (R = b·V, example-major),
@@ -115,21 +131,34 @@ def mlm_inputs(local_batch: dict, step_key, first_index, num_views: int, loss_co
     rows = _flatten(views(local_batch, num_views))
     count = local_batch["input_ids"].shape[0]
     keys = example_keys(step_key, first_index + _MLM_KEY_OFFSET, count, num_views).reshape(-1)
-    mask = functools.partial(losses.mask_tokens, special_token_ids=vocabulary.special_token_ids,
-                             mask_token_id=vocabulary.mask_token_id, vocab_size=vocabulary.size,
-                             mlm_probability=loss_config.mlm_probability)
+    mask = functools.partial(
+        losses.mask_tokens,
+        special_token_ids=vocabulary.special_token_ids,
+        mask_token_id=vocabulary.mask_token_id,
+        vocab_size=vocabulary.size,
+        mlm_probability=loss_config.mlm_probability,
+    )
     masked_ids, labels = jax.vmap(mask)(keys, rows["input_ids"], rows["attention_mask"])
     return rows, masked_ids, labels, keys
 
 
-def device_mlm_sums(model, params, local_batch: dict, step_key, first_index, num_views: int,
-                    loss_config: LossConfig, vocabulary: MlmVocabulary, deterministic: bool) -> dict:
+def device_mlm_sums(
+    model,
+    params,
+    local_batch: dict,
+    step_key,
+    first_index,
+    num_views: int,
+    loss_config: LossConfig,
+    vocabulary: MlmVocabulary,
+    deterministic: bool,
+) -> dict:
     """SimCSE's auxiliary MLM: every view re-encoded with 15% of its tokens masked (sums, psum-ed)."""
-    rows, masked_ids, labels, keys = mlm_inputs(local_batch, step_key, first_index, num_views, loss_config,
-                                                vocabulary)
+    rows, masked_ids, labels, keys = mlm_inputs(local_batch, step_key, first_index, num_views, loss_config, vocabulary)
     dropout_keys = jax.vmap(jax.random.fold_in, (0, None))(keys, 1)
-    logits = embed_rows(model, params, dict(rows, input_ids=masked_ids), dropout_keys,
-                        deterministic=deterministic, method="mlm_logits")  # [R, L, V]
+    logits = embed_rows(
+        model, params, dict(rows, input_ids=masked_ids), dropout_keys, deterministic=deterministic, method="mlm_logits"
+    )  # [R, L, V]
     return jax.lax.psum(losses.mlm_loss_sums(logits, labels), DATA_AXIS)
 
 
@@ -138,16 +167,26 @@ def combine(contrastive: dict, mlm: Optional[dict], loss_config: LossConfig) -> 
     loss = metrics["loss"]
     if mlm is not None:
         mlm_loss = mlm["loss_sum"] / jnp.maximum(mlm["num_tokens"], 1.0)
-        metrics.update(contrastive_loss=loss, mlm_loss=mlm_loss,
-                       mlm_accuracy=mlm["correct"] / jnp.maximum(mlm["num_tokens"], 1.0))
+        metrics.update(
+            contrastive_loss=loss, mlm_loss=mlm_loss, mlm_accuracy=mlm["correct"] / jnp.maximum(mlm["num_tokens"], 1.0)
+        )
         loss = loss + loss_config.mlm_weight * mlm_loss
         metrics["loss"] = loss
     return loss, metrics
 
 
-def global_loss(params, batch: dict, step_key, *, model: SentenceEncoder, mesh: Mesh, num_views: int,
-                loss_config: LossConfig, deterministic: bool,
-                mlm_vocabulary: Optional[MlmVocabulary] = None) -> tuple[jax.Array, dict]:
+def global_loss(
+    params,
+    batch: dict,
+    step_key,
+    *,
+    model: SentenceEncoder,
+    mesh: Mesh,
+    num_views: int,
+    loss_config: LossConfig,
+    deterministic: bool,
+    mlm_vocabulary: Optional[MlmVocabulary] = None,
+) -> tuple[jax.Array, dict]:
     """The loss of the global batch (replicated scalar) and its metrics."""
     if loss_config.do_mlm and mlm_vocabulary is None:
         raise ValueError("loss_config.do_mlm needs the tokenizer's MlmVocabulary")
@@ -158,9 +197,11 @@ def global_loss(params, batch: dict, step_key, *, model: SentenceEncoder, mesh: 
         z = device_embeddings(model, params, local_batch, step_key, first_index, num_views, deterministic)
         mlm = None
         if loss_config.do_mlm:
-            mlm = device_mlm_sums(model, params, local_batch, step_key, first_index, num_views, loss_config,
-                                  mlm_vocabulary, deterministic)
+            mlm = device_mlm_sums(
+                model, params, local_batch, step_key, first_index, num_views, loss_config, mlm_vocabulary, deterministic
+            )
         return combine(contrastive_sums(z, first_index, loss_config), mlm, loss_config)
 
     return jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(DATA_AXIS), P()), out_specs=(P(), P()))(
-        params, batch, step_key)
+        params, batch, step_key
+    )

@@ -19,9 +19,11 @@ def learning_rate_schedule(learning_rate: float, total_steps: int, warmup_steps:
 
 def _decay_mask(params):
     """HF Trainer decays every weight except biases and LayerNorm scales."""
+
     def decays(path, _):
         name = path[-1].key if hasattr(path[-1], "key") else str(path[-1])
         return name not in ("bias", "scale")
+
     return jax.tree_util.tree_map_with_path(decays, params)
 
 
@@ -42,12 +44,22 @@ class OptimizerSettings:
         return cls(**{field.name: config[field.name] for field in dataclasses.fields(cls)})
 
 
-def make_optimizer(settings: OptimizerSettings, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
+def make_optimizer(
+    settings: OptimizerSettings, total_steps: int
+) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """AdamW as in SimCSE's HF Trainer: clip at global norm 1.0, ε 1e-8, weight decay 0 by default."""
     schedule = learning_rate_schedule(settings.learning_rate, total_steps, settings.warmup_steps)
     transforms = []
     if settings.max_grad_norm > 0:
         transforms.append(optax.clip_by_global_norm(settings.max_grad_norm))
-    transforms.append(optax.adamw(schedule, b1=settings.adam_b1, b2=settings.adam_b2, eps=settings.adam_eps,
-                                  weight_decay=settings.weight_decay, mask=_decay_mask))
+    transforms.append(
+        optax.adamw(
+            schedule,
+            b1=settings.adam_b1,
+            b2=settings.adam_b2,
+            eps=settings.adam_eps,
+            weight_decay=settings.weight_decay,
+            mask=_decay_mask,
+        )
+    )
     return optax.chain(*transforms), schedule

@@ -21,8 +21,14 @@ from tqdm import tqdm
 class StepProgress:
     def __init__(self, start: int, total: int, *, enabled: bool = True, bar=None):
         if bar is None:
-            bar = tqdm(total=total, initial=start, disable=not enabled, unit="step", dynamic_ncols=True,
-                       bar_format="{desc}{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]")
+            bar = tqdm(
+                total=total,
+                initial=start,
+                disable=not enabled,
+                unit="step",
+                dynamic_ncols=True,
+                bar_format="{desc}{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]",
+            )
         self.bar = bar
         self.done = start
         self._in_flight: collections.deque = collections.deque()

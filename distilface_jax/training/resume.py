@@ -26,8 +26,18 @@ from distilface_jax import run_folder
 # Settings that may differ between a checkpoint and the config resuming it: they do not change
 # what is computed. A key is allowed with everything below it ("eval" = every eval.* setting).
 MAY_CHANGE = (
-    "log_every", "eval_every", "checkpoint_every", "keep_checkpoints", "grad_cache_chunk_size", "extend",
-    "profile_steps", "model.dtype", "model.attention_impl", "data.cache_dir", "eval")
+    "log_every",
+    "eval_every",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "grad_cache_chunk_size",
+    "extend",
+    "profile_steps",
+    "model.dtype",
+    "model.attention_impl",
+    "data.cache_dir",
+    "eval",
+)
 EXTENSION_KEYS = ("num_epochs", "max_steps")  # The run's length: may change only with `extend`.
 
 
@@ -55,18 +65,26 @@ def check_resumable(saved: dict, current: dict, saved_model: dict, current_model
     run's length only when `extend` is not set) and every difference of the model's shape."""
     allowed = MAY_CHANGE + (EXTENSION_KEYS if current.get("extend") else ())
     saved_leaves, current_leaves = _leaves(saved), _leaves(current)
-    changed = [key for key in sorted(set(saved_leaves) | set(current_leaves))
-               if not _may_change(key, allowed) and saved_leaves.get(key) != current_leaves.get(key)]
-    differences = [f"{key}: checkpoint has {saved_leaves.get(key)!r}, config has {current_leaves.get(key)!r}"
-                   for key in changed]
+    changed = [
+        key
+        for key in sorted(set(saved_leaves) | set(current_leaves))
+        if not _may_change(key, allowed) and saved_leaves.get(key) != current_leaves.get(key)
+    ]
+    differences = [
+        f"{key}: checkpoint has {saved_leaves.get(key)!r}, config has {current_leaves.get(key)!r}" for key in changed
+    ]
     if any(key in EXTENSION_KEYS for key in changed):
         differences.append("to continue this run to the new length, pass --config.extend=True")
-    differences += [f"model shape {key}: checkpoint has {saved_model.get(key)!r}, now {current_model.get(key)!r}"
-                    for key in sorted(set(saved_model) | set(current_model))
-                    if saved_model.get(key) != current_model.get(key)]
+    differences += [
+        f"model shape {key}: checkpoint has {saved_model.get(key)!r}, now {current_model.get(key)!r}"
+        for key in sorted(set(saved_model) | set(current_model))
+        if saved_model.get(key) != current_model.get(key)
+    ]
     if differences:
-        raise ConfigMismatchError(f"{source} was written by a different run; nothing was changed. "
-                                  "Use a new --workdir, or restore these settings:\n  " + "\n  ".join(differences))
+        raise ConfigMismatchError(
+            f"{source} was written by a different run; nothing was changed. "
+            "Use a new --workdir, or restore these settings:\n  " + "\n  ".join(differences)
+        )
 
 
 def with_legacy_keys(saved: dict, current: dict, checkpoint_has_mlp: bool) -> dict:
@@ -84,8 +102,9 @@ def with_legacy_keys(saved: dict, current: dict, checkpoint_has_mlp: bool) -> di
     model, loss = filled.setdefault("model", {}), filled.setdefault("loss", {})
     if "mlp_init" not in model:
         uses_mlp = model.get("pooler") == "cls"
-        model["mlp_init"] = ("pretrained" if checkpoint_has_mlp else "random") if uses_mlp \
-            else current["model"]["mlp_init"]
+        model["mlp_init"] = (
+            ("pretrained" if checkpoint_has_mlp else "random") if uses_mlp else current["model"]["mlp_init"]
+        )
     if "mlm_tie_decoder" not in loss:
         loss["mlm_tie_decoder"] = True if loss.get("do_mlm") else current["loss"]["mlm_tie_decoder"]
     if "distill" in filled and "keep_projection" not in filled["distill"]:
@@ -99,10 +118,13 @@ def check_extension(config, saved_total: int, total_steps: int, start: int) -> N
     if not config.extend:
         raise ConfigMismatchError(
             f"the checkpoint of step {start} was planned for {saved_total} steps, this config plans {total_steps} "
-            "(did the training data change?); nothing was changed. Restore the data, or pass --config.extend=True")
+            "(did the training data change?); nothing was changed. Restore the data, or pass --config.extend=True"
+        )
     if total_steps < start:
-        raise ConfigMismatchError(f"--config.extend=True: the new length ({total_steps} steps) is below the "
-                                  f"{start} steps already trained; nothing was changed")
+        raise ConfigMismatchError(
+            f"--config.extend=True: the new length ({total_steps} steps) is below the "
+            f"{start} steps already trained; nothing was changed"
+        )
 
 
 def record_extension(info: dict, workdir: str, start: int, saved_total: Optional[int], total_steps: int) -> None:
@@ -114,10 +136,17 @@ def record_extension(info: dict, workdir: str, start: int, saved_total: Optional
             extensions = list(json.loads(previous.read_text()).get("extensions", []))
         except (ValueError, OSError):
             extensions = []
-    extensions = [e for e in extensions if e.get("from_step", 0) < start or
-                  (e.get("from_step") == start and saved_total is not None and saved_total != total_steps)]
-    if saved_total is not None and saved_total != total_steps and not any(
-            e.get("from_step") == start and e.get("total_steps") == total_steps for e in extensions):
+    extensions = [
+        e
+        for e in extensions
+        if e.get("from_step", 0) < start
+        or (e.get("from_step") == start and saved_total is not None and saved_total != total_steps)
+    ]
+    if (
+        saved_total is not None
+        and saved_total != total_steps
+        and not any(e.get("from_step") == start and e.get("total_steps") == total_steps for e in extensions)
+    ):
         extensions.append({"from_step": start, "previous_total_steps": saved_total, "total_steps": total_steps})
     if extensions:
         info["extensions"] = extensions

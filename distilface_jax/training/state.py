@@ -29,9 +29,11 @@ def create_train_state(params, optimizer: optax.GradientTransformation, seed: in
     Following big_vision: the state's shapes come from `jax.eval_shape` and `jit(..., out_shardings=)`
     builds it in place, so no host ever holds a second full copy.
     """
+
     def build(params):
-        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params),
-                          rng=state_key_data(seed))
+        return TrainState(
+            step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params), rng=state_key_data(seed)
+        )
 
     shapes = jax.eval_shape(build, params)
     shardings = jax.tree_util.tree_map(lambda _: replicated, shapes)

@@ -26,15 +26,31 @@ from distilface_jax.training.sharding import batch_sharded, replicated
 from distilface_jax.training.state import TrainState
 
 
-def train_step(state: TrainState, batch: dict, *, model: SentenceEncoder, optimizer: optax.GradientTransformation,
-               schedule: optax.Schedule, mesh: Mesh, num_views: int, loss_config: LossConfig,
-               gradient_fn=None, mlm_vocabulary: Optional[MlmVocabulary] = None) -> tuple[TrainState, dict]:
+def train_step(
+    state: TrainState,
+    batch: dict,
+    *,
+    model: SentenceEncoder,
+    optimizer: optax.GradientTransformation,
+    schedule: optax.Schedule,
+    mesh: Mesh,
+    num_views: int,
+    loss_config: LossConfig,
+    gradient_fn=None,
+    mlm_vocabulary: Optional[MlmVocabulary] = None,
+) -> tuple[TrainState, dict]:
     """One AdamW update on the global batch. batch: dict of int32 [B, K, L], sharded on `data`."""
     step_key = make_step_key(state.rng, state.step)
     deterministic = model.config.hidden_dropout == 0.0 and model.config.attention_dropout == 0.0
-    loss_fn = functools.partial(global_loss, model=model, mesh=mesh, num_views=num_views,
-                                loss_config=loss_config, deterministic=deterministic,
-                                mlm_vocabulary=mlm_vocabulary)
+    loss_fn = functools.partial(
+        global_loss,
+        model=model,
+        mesh=mesh,
+        num_views=num_views,
+        loss_config=loss_config,
+        deterministic=deterministic,
+        mlm_vocabulary=mlm_vocabulary,
+    )
     if gradient_fn is None:
         (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, step_key)
     else:  # GradCache: same value and gradient, chunked to bound activation memory.
@@ -45,13 +61,33 @@ def train_step(state: TrainState, batch: dict, *, model: SentenceEncoder, optimi
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
 
-def make_train_step(model: SentenceEncoder, optimizer, schedule, mesh: Mesh, num_views: int,
-                    loss_config: LossConfig, state_sharding, gradient_fn=None,
-                    mlm_vocabulary: Optional[MlmVocabulary] = None):
+def make_train_step(
+    model: SentenceEncoder,
+    optimizer,
+    schedule,
+    mesh: Mesh,
+    num_views: int,
+    loss_config: LossConfig,
+    state_sharding,
+    gradient_fn=None,
+    mlm_vocabulary: Optional[MlmVocabulary] = None,
+):
     """`train_step` bound to its configuration and jitted; the state is donated. `mlm_vocabulary`
     (`MlmVocabulary.of(tokenizer, vocab_size)`) is needed with `loss_config.do_mlm` only."""
-    step = functools.partial(train_step, model=model, optimizer=optimizer, schedule=schedule, mesh=mesh,
-                             num_views=num_views, loss_config=loss_config, gradient_fn=gradient_fn,
-                             mlm_vocabulary=mlm_vocabulary)
-    return jax.jit(step, in_shardings=(state_sharding, batch_sharded(mesh)),
-                   out_shardings=(state_sharding, replicated(mesh)), donate_argnums=0)
+    step = functools.partial(
+        train_step,
+        model=model,
+        optimizer=optimizer,
+        schedule=schedule,
+        mesh=mesh,
+        num_views=num_views,
+        loss_config=loss_config,
+        gradient_fn=gradient_fn,
+        mlm_vocabulary=mlm_vocabulary,
+    )
+    return jax.jit(
+        step,
+        in_shardings=(state_sharding, batch_sharded(mesh)),
+        out_shardings=(state_sharding, replicated(mesh)),
+        donate_argnums=0,
+    )

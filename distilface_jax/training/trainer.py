@@ -62,8 +62,14 @@ def load_train_data(config, tokenizer, workdir: str) -> data.TrainData:
     loader = {"unsup": data.load_unsupervised, "sup": data.load_supervised}.get(config.data.format)
     if loader is None:
         raise ValueError(f"config.data.format must be 'unsup' or 'sup', got {config.data.format!r}")
-    return loader(train_file, tokenizer, global_batch_size=config.batch_size, seed=config.seed,
-                  max_seq_length=config.data.max_seq_length, cache_dir=cache_dir)
+    return loader(
+        train_file,
+        tokenizer,
+        global_batch_size=config.batch_size,
+        seed=config.seed,
+        max_seq_length=config.data.max_seq_length,
+        cache_dir=cache_dir,
+    )
 
 
 class _Evaluator:
@@ -87,9 +93,15 @@ class _Evaluator:
         return results
 
     def _run(self, params, suite) -> dict:
-        embed = make_embed_fn(self.encoder_config, sharding.local_copy(params), self.tokenizer, pooler=self.pooler,
-                              apply_mlp=self.apply_mlp, batch_size=self.batch_size,
-                              project=self.project and PROJECTION in params)
+        embed = make_embed_fn(
+            self.encoder_config,
+            sharding.local_copy(params),
+            self.tokenizer,
+            pooler=self.pooler,
+            apply_mlp=self.apply_mlp,
+            batch_size=self.batch_size,
+            project=self.project and PROJECTION in params,
+        )
         return sts.evaluate_suite(embed, suite)
 
 
@@ -131,8 +143,11 @@ def train_and_evaluate(config, workdir: str) -> Outcome:
     sharding.check_batch_size(config.batch_size, mesh)
     # A distillation config (configs/distill_*.py) brings its student, teacher targets and step.
     distiller = distill_run.prepare(config, workdir) if distill_run.enabled(config) else None
-    initial = (initial_model.InitialModel(*distiller.student, checkpoint_has_mlp=False) if distiller
-               else initial_model.initial_model(config, workdir))
+    initial = (
+        initial_model.InitialModel(*distiller.student, checkpoint_has_mlp=False)
+        if distiller
+        else initial_model.initial_model(config, workdir)
+    )
     encoder_config, params, tokenizer = initial.encoder_config, initial.params, initial.tokenizer
     train_data = load_train_data(config, tokenizer, workdir)
     if distiller:
@@ -147,8 +162,9 @@ def train_and_evaluate(config, workdir: str) -> Outcome:
     initial.params = None  # The state holds them now; no second host copy.
     evaluator = _Evaluator(config, encoder_config, tokenizer, workdir)
     runs = checkpoint.RunCheckpoints(workdir, keep=config.keep_checkpoints)
-    state, start, best_step, best_dev, saved_total = _resume_or_start(runs, state, config, encoder_config, tokenizer,
-                                                                      workdir, replicated, initial.checkpoint_has_mlp)
+    state, start, best_step, best_dev, saved_total = _resume_or_start(
+        runs, state, config, encoder_config, tokenizer, workdir, replicated, initial.checkpoint_has_mlp
+    )
     if saved_total is not None and saved_total != total_steps:
         resume.check_extension(config, saved_total, total_steps, start)
     if is_main:
@@ -157,14 +173,25 @@ def train_and_evaluate(config, workdir: str) -> Outcome:
     if distiller:
         step_fn = distiller.make_step(config, mesh, optimizer, schedule, state_shardings(state, replicated))
     else:
-        step_fn = _build_step(config, encoder_config, tokenizer, mesh, optimizer, schedule,
-                              max(2, train_data.num_views), state_shardings(state, replicated))
+        step_fn = _build_step(
+            config,
+            encoder_config,
+            tokenizer,
+            mesh,
+            optimizer,
+            schedule,
+            max(2, train_data.num_views),
+            state_shardings(state, replicated),
+        )
     writer = MetricsWriter(workdir, enabled=is_main)
     meta_base = {"config": config.to_dict(), "encoder_config": encoder_config.to_hf_dict(), "total_steps": total_steps}
     flag = StopSignals()
     progress = StepProgress(start, total_steps, enabled=is_main)
-    profiler = profiling.StepProfiler(profiling.parse_window(config.profile_steps),
-                                      str(run_folder.path(workdir, run_folder.PROFILE_DIR)), enabled=is_main)
+    profiler = profiling.StepProfiler(
+        profiling.parse_window(config.profile_steps),
+        str(run_folder.path(workdir, run_folder.PROFILE_DIR)),
+        enabled=is_main,
+    )
     pending: list[tuple[int, dict]] = []
     window_start, timed_steps = time.perf_counter(), 0
     outcome = Outcome(final_step=start)
@@ -216,17 +243,28 @@ def train_and_evaluate(config, workdir: str) -> Outcome:
     # Rerunning a finished run (e.g. a repeated launch) must not evaluate and log the test twice.
     already_tested = start >= total_steps and any(r.get("split") == "test" for r in read_metrics(workdir))
     if not outcome.preempted and config.eval.final_test and not already_tested:
-        final_params = state.params if best_step is None else runs.restore_params(
-            best_step, checkpoint.abstract_like(state.params, replicated), best=True)
-        outcome.test_results = _final_test(evaluator, final_params, writer, workdir, outcome.final_step,
-                                           best_step or outcome.final_step, best=best_step is not None)
+        final_params = (
+            state.params
+            if best_step is None
+            else runs.restore_params(best_step, checkpoint.abstract_like(state.params, replicated), best=True)
+        )
+        outcome.test_results = _final_test(
+            evaluator,
+            final_params,
+            writer,
+            workdir,
+            outcome.final_step,
+            best_step or outcome.final_step,
+            best=best_step is not None,
+        )
     writer.close()
     runs.close()
     return outcome
 
 
-def _resume_or_start(runs, state, config, encoder_config, tokenizer, workdir: str, replicated,
-                     checkpoint_has_mlp: bool):
+def _resume_or_start(
+    runs, state, config, encoder_config, tokenizer, workdir: str, replicated, checkpoint_has_mlp: bool
+):
     """(state, first step, best step, best dev score, the checkpoint's planned total steps or
     None): restored from the latest checkpoint, or a new run. A checkpoint written before a
     run-defining key existed is compared as that code ran (`resume.with_legacy_keys`)."""
@@ -239,8 +277,13 @@ def _resume_or_start(runs, state, config, encoder_config, tokenizer, workdir: st
     # Compared as saved (JSON): a tuple setting such as distill.student_layers reads back as a list.
     current = json.loads(config.to_json_best_effort())
     saved = resume.with_legacy_keys(meta["config"], current, checkpoint_has_mlp)
-    resume.check_resumable(saved, current, meta["encoder_config"], encoder_config.to_hf_dict(),
-                           f"{workdir}/{run_folder.LATEST_DIR}/{start}")
+    resume.check_resumable(
+        saved,
+        current,
+        meta["encoder_config"],
+        encoder_config.to_hf_dict(),
+        f"{workdir}/{run_folder.LATEST_DIR}/{start}",
+    )
     state = runs.restore_state(start, checkpoint.abstract_like(state, replicated))
     for step in [s for s in runs.best.all_steps() if s > start]:
         runs.best.delete(step)  # The resumed run will recreate them, identically.
@@ -255,32 +298,49 @@ def _resume_or_start(runs, state, config, encoder_config, tokenizer, workdir: st
 
 def _build_step(config, encoder_config, tokenizer, mesh, optimizer, schedule, num_views: int, state_sharding):
     """The jitted step for this config (with GradCache when `grad_cache_chunk_size` > 0)."""
-    model = SentenceEncoder(encoder_config, pooler=config.model.pooler, dtype=jnp.dtype(config.model.dtype),
-                            attention_impl=config.model.attention_impl, with_mlm_head=config.loss.do_mlm,
-                            tie_mlm_decoder=config.loss.mlm_tie_decoder)
-    loss_config = LossConfig(temperature=config.loss.temperature, hard_negative_weight=config.loss.hard_negative_weight,
-                             do_mlm=config.loss.do_mlm, mlm_weight=config.loss.mlm_weight,
-                             mlm_probability=config.loss.mlm_probability)
+    model = SentenceEncoder(
+        encoder_config,
+        pooler=config.model.pooler,
+        dtype=jnp.dtype(config.model.dtype),
+        attention_impl=config.model.attention_impl,
+        with_mlm_head=config.loss.do_mlm,
+        tie_mlm_decoder=config.loss.mlm_tie_decoder,
+    )
+    loss_config = LossConfig(
+        temperature=config.loss.temperature,
+        hard_negative_weight=config.loss.hard_negative_weight,
+        do_mlm=config.loss.do_mlm,
+        mlm_weight=config.loss.mlm_weight,
+        mlm_probability=config.loss.mlm_probability,
+    )
     vocabulary = MlmVocabulary.of(tokenizer, encoder_config.vocab_size) if config.loss.do_mlm else None
     gradient_fn = None
     if config.grad_cache_chunk_size:
         gradient_fn = make_grad_cache_fn(model, mesh, num_views, loss_config, config.grad_cache_chunk_size)
-    return make_train_step(model, optimizer, schedule, mesh, num_views, loss_config, state_sharding, gradient_fn,
-                           mlm_vocabulary=vocabulary)
+    return make_train_step(
+        model, optimizer, schedule, mesh, num_views, loss_config, state_sharding, gradient_fn, mlm_vocabulary=vocabulary
+    )
 
 
 def _final_test(evaluator, params, writer, workdir: str, step: int, evaluated_step: int, *, best: bool) -> dict:
     """The 7-task STS test of `params`: logged, written to sts_test.json and printed (process 0)."""
     label = "best step" if best else "step"
     if jax.process_index() == 0:
-        print(f"test of {label} {evaluated_step}: evaluating 7 tasks ...",
-              file=sys.stderr, flush=True)
+        print(f"test of {label} {evaluated_step}: evaluating 7 tasks ...", file=sys.stderr, flush=True)
     results = evaluator.run(params, sts.load_suite(evaluator.sts_dir, mode="test"))
-    writer.write(step, {"split": "test", "evaluated_step": evaluated_step,
-                        **{key: value for key, value in results.items() if key != "details"}})
+    writer.write(
+        step,
+        {
+            "split": "test",
+            "evaluated_step": evaluated_step,
+            **{key: value for key, value in results.items() if key != "details"},
+        },
+    )
     if jax.process_index() == 0:
-        run_folder.write_text(run_folder.path(workdir, run_folder.STS_TEST_FILE),
-                                 json.dumps(json_value(results), indent=2, allow_nan=False))
+        run_folder.write_text(
+            run_folder.path(workdir, run_folder.STS_TEST_FILE),
+            json.dumps(json_value(results), indent=2, allow_nan=False),
+        )
         print(sts.format_table(results, title=f"STS test, {label} {evaluated_step}"), flush=True)
     return results
 
@@ -295,12 +355,20 @@ def _preempted(flag: StopSignals, runs: checkpoint.RunCheckpoints, step: int) ->
 
 def _write_run_info(workdir: str, config, mesh, total_steps: int, start: int, saved_total: Optional[int]) -> None:
     info = {
-        "num_devices": int(mesh.devices.size), "num_processes": jax.process_count(),
-        "device_kind": jax.devices()[0].device_kind, "platform": jax.devices()[0].platform,
-        "total_steps": total_steps, "resumed_from_step": start or None,
-        "versions": {"python": platform.python_version(), "jax": jax.__version__, "flax": flax.__version__,
-                     "optax": optax.__version__, "orbax-checkpoint": orbax.checkpoint.__version__,
-                     "transformers": transformers.__version__},
+        "num_devices": int(mesh.devices.size),
+        "num_processes": jax.process_count(),
+        "device_kind": jax.devices()[0].device_kind,
+        "platform": jax.devices()[0].platform,
+        "total_steps": total_steps,
+        "resumed_from_step": start or None,
+        "versions": {
+            "python": platform.python_version(),
+            "jax": jax.__version__,
+            "flax": flax.__version__,
+            "optax": optax.__version__,
+            "orbax-checkpoint": orbax.checkpoint.__version__,
+            "transformers": transformers.__version__,
+        },
         "config": config.to_dict(),
     }
     resume.record_extension(info, workdir, start, saved_total, total_steps)

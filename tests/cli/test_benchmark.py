@@ -24,10 +24,32 @@ def run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("benchmark")
     tiny_data.write_tiny_sts(str(folder / "sts"))
     output = folder / "results.jsonl"
-    records = harness.main([
-        "--preset", "tiny", "--batch-sizes", str(BATCH), "--seq-len", "16", "--dtype", "float32",
-        "--steps", "2", "--warmup", "1", "--peer", "torch", "--encode", "64", "--eval-batch-size", "32",
-        "--sts-dir", str(folder / "sts"), "--output", str(output)])
+    records = harness.main(
+        [
+            "--preset",
+            "tiny",
+            "--batch-sizes",
+            str(BATCH),
+            "--seq-len",
+            "16",
+            "--dtype",
+            "float32",
+            "--steps",
+            "2",
+            "--warmup",
+            "1",
+            "--peer",
+            "torch",
+            "--encode",
+            "64",
+            "--eval-batch-size",
+            "32",
+            "--sts-dir",
+            str(folder / "sts"),
+            "--output",
+            str(output),
+        ]
+    )
     return records, output
 
 
@@ -40,8 +62,11 @@ def by_kind(records, kind):
 def test_output_file_holds_the_printed_lines(run):
     records, output = run
     lines = [json.loads(line) for line in output.read_text().splitlines()]
-    assert [r["kind"] for r in lines] == [r["kind"] for r in records] == \
-        ["train_step", "peer_train_step", "sts_suite", "encode"]
+    assert (
+        [r["kind"] for r in lines]
+        == [r["kind"] for r in records]
+        == ["train_step", "peer_train_step", "sts_suite", "encode"]
+    )
 
 
 def test_every_record_names_its_machine_and_workload(run):
@@ -56,8 +81,16 @@ def test_every_record_names_its_machine_and_workload(run):
 def test_train_step_record(run):
     (step,) = by_kind(run[0], "train_step")
     assert step["batch"] == BATCH and step["steps"] == 2
-    for key in ("step_ms", "step_ms_blocking", "sentences_per_s", "tokens_per_s", "compile_s", "first_step_s",
-                "model_tflops_per_step", "peak_memory_bytes"):
+    for key in (
+        "step_ms",
+        "step_ms_blocking",
+        "sentences_per_s",
+        "tokens_per_s",
+        "compile_s",
+        "first_step_s",
+        "model_tflops_per_step",
+        "peak_memory_bytes",
+    ):
         assert step[key] > 0, key
     assert 0 < step["mfu"] < 1 and 0 < step["mfu_blocking"] < 1
     assert math.isclose(step["sentences_per_s"], BATCH / (step["step_ms"] / 1e3), rel_tol=1e-6)
@@ -98,22 +131,28 @@ def test_flops_formula_on_distilbert_base():
     counts = harness.parameter_counts(shapes)
     hidden, ffn = 768, 3072
     per_layer = 4 * (hidden * hidden + hidden) + (hidden * ffn + ffn) + (ffn * hidden + hidden) + 4 * hidden
-    assert counts == {"layers": 6 * per_layer, "head": hidden * hidden + hidden,
-                      "embedding": (30522 + 512) * hidden + 2 * hidden}
+    assert counts == {
+        "layers": 6 * per_layer,
+        "head": hidden * hidden + hidden,
+        "embedding": (30522 + 512) * hidden + 2 * hidden,
+    }
     batch, length = 64, 32
     rows = 2 * batch
-    expected = 6 * 6 * per_layer * rows * length + 6 * counts["head"] * rows + 12 * 6 * rows * length ** 2 * hidden
+    expected = 6 * 6 * per_layer * rows * length + 6 * counts["head"] * rows + 12 * 6 * rows * length**2 * hidden
     assert harness.model_flops_per_step(config, counts, batch, length) == expected
 
 
 def test_hlo_stats_reads_collectives_and_converts():
-    text = "\n".join([
-        "ENTRY %main (p: f32[4,8]) -> bf16[4,8] {",
-        "  %p = f32[4,8]{1,0} parameter(0)",
-        "  %ag = f32[16,8]{1,0} all-gather(%p), dimensions={0}",
-        "  %ar = (f32[4,8]{1,0}, f32[]) all-reduce(%p, %c), to_apply=%add",
-        "  ROOT %c = bf16[4,8]{1,0} convert(%p)",
-        "}"])
+    text = "\n".join(
+        [
+            "ENTRY %main (p: f32[4,8]) -> bf16[4,8] {",
+            "  %p = f32[4,8]{1,0} parameter(0)",
+            "  %ag = f32[16,8]{1,0} all-gather(%p), dimensions={0}",
+            "  %ar = (f32[4,8]{1,0}, f32[]) all-reduce(%p, %c), to_apply=%add",
+            "  ROOT %c = bf16[4,8]{1,0} convert(%p)",
+            "}",
+        ]
+    )
     stats = hlo_anatomy.hlo_stats(text)
     assert stats["collectives"] == {"all-gather": {"count": 1, "bytes": 512}, "all-reduce": {"count": 1, "bytes": 132}}
     assert stats["converts"] == {"f32_to_bf16": 1, "bf16_to_f32": 0, "standalone": 1}

@@ -26,16 +26,27 @@ TINY = ["--config.max_steps=8", "--config.log_every=1", "--config.eval_every=4",
 
 
 def env() -> dict:
-    environment = dict(os.environ, JAX_PLATFORMS="cpu", HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT),
-                       XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    environment = dict(
+        os.environ,
+        JAX_PLATFORMS="cpu",
+        HF_HUB_OFFLINE="1",
+        PYTHONPATH=str(ROOT),
+        XLA_FLAGS="--xla_force_host_platform_device_count=1",
+    )
     environment.pop("JAX_NUM_CPU_DEVICES", None)
     return environment
 
 
 def start(module: str, *arguments, umask: int = 0o022) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", f"distilface_jax.{module}", *map(str, arguments)], cwd=ROOT,
-                            env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: os.umask(umask))
+    return subprocess.Popen(
+        [sys.executable, "-m", f"distilface_jax.{module}", *map(str, arguments)],
+        cwd=ROOT,
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: os.umask(umask),
+    )
 
 
 def finish(process: subprocess.Popen, timeout: int = 400) -> tuple[int, str, str]:
@@ -66,48 +77,96 @@ def inputs(tmp_path_factory) -> Path:
     (folder / "full_dir" / "keep.txt").write_text("mine")
     (folder / "sentences.txt").write_text("a cat\na dog\n")
     from distilface_jax.training.tiny_data import write_tiny_sts
+
     write_tiny_sts(str(folder / "sts"))
     return folder
 
 
 ERROR_CASES = {  # name: (module, arguments with {d} = the inputs folder, what the one line must say)
-    "misspelt key": ("train", ["--config=configs/tiny.py", "--workdir={d}/run", "--config.batch_sise=16"],
-                     "--config.batch_sise: no such config key; did you mean --config.batch_size?"),
-    "misspelt config path": ("train", ["--config=configs/tny.py", "--workdir={d}/run"],
-                             "--config configs/tny.py: no such file"),
-    "bad value": ("train", ["--config=configs/tiny.py", "--workdir={d}/run", "--config.batch_size=3x"],
-                  "--config.batch_size=3x: expected int"),
-    "empty training file": ("train", ["--config=configs/tiny.py", "--workdir={d}/run",
-                                      "--config.data.train_file={d}/empty.txt"], "empty.txt: no training sentences"),
-    "blank training file": ("train", ["--config=configs/tiny.py", "--workdir={d}/run",
-                                      "--config.data.train_file={d}/blank.txt"], "blank.txt: no training sentences"),
-    "non-UTF-8 training file": ("train", ["--config=configs/tiny.py", "--workdir={d}/run",
-                                          "--config.data.train_file={d}/latin1.txt"],
-                                "latin1.txt: line 2: not UTF-8 (byte 0xe9)"),
-    "missing STS folder": ("train", ["--config=configs/tiny.py", "--workdir={d}/run",
-                                     "--config.eval.sts_dir={d}/no_sts"], "--config.eval.sts_dir={d}/no_sts: no such"),
-    "workdir is a file": ("train", ["--config=configs/tiny.py", "--workdir={d}/a_file"],
-                          "--workdir {d}/a_file: not a folder"),
-    "missing model folder": ("train", ["--config=configs/tiny.py", "--workdir={d}/run",
-                                       "--config.model.name_or_path=/does/not/exist"], "/does/not/exist: no such folder"),
-    "encode output is a folder": ("encode", ["--model=/does/not/matter", "--input={d}/sentences.txt",
-                                             "--output={d}/out_dir"], "--output {d}/out_dir: is a folder"),
-    "encode missing model": ("encode", ["--model=/does/not/exist", "--input={d}/sentences.txt",
-                                        "--output={d}/emb.npy"], "/does/not/exist: no such folder"),
-    "encode non-UTF-8 input": ("encode", ["--model=/does/not/matter", "--input={d}/latin1.txt",
-                                          "--output={d}/emb.npy"], "latin1.txt: line 2: not UTF-8"),
-    "export non-empty out": ("export", ["--workdir={d}/run", "--out={d}/full_dir"],
-                             "--out {d}/full_dir: folder exists and is not empty (pass --overwrite"),
-    "export missing workdir": ("export", ["--workdir={d}/no_run", "--out={d}/new_out"], "--workdir {d}/no_run: no such"),
-    "evaluate json is a folder": ("evaluate", ["--model=/does/not/matter", "--sts-dir={d}/sts",
-                                               "--json={d}/out_dir"], "--json {d}/out_dir: is a folder"),
+    "misspelt key": (
+        "train",
+        ["--config=configs/tiny.py", "--workdir={d}/run", "--config.batch_sise=16"],
+        "--config.batch_sise: no such config key; did you mean --config.batch_size?",
+    ),
+    "misspelt config path": (
+        "train",
+        ["--config=configs/tny.py", "--workdir={d}/run"],
+        "--config configs/tny.py: no such file",
+    ),
+    "bad value": (
+        "train",
+        ["--config=configs/tiny.py", "--workdir={d}/run", "--config.batch_size=3x"],
+        "--config.batch_size=3x: expected int",
+    ),
+    "empty training file": (
+        "train",
+        ["--config=configs/tiny.py", "--workdir={d}/run", "--config.data.train_file={d}/empty.txt"],
+        "empty.txt: no training sentences",
+    ),
+    "blank training file": (
+        "train",
+        ["--config=configs/tiny.py", "--workdir={d}/run", "--config.data.train_file={d}/blank.txt"],
+        "blank.txt: no training sentences",
+    ),
+    "non-UTF-8 training file": (
+        "train",
+        ["--config=configs/tiny.py", "--workdir={d}/run", "--config.data.train_file={d}/latin1.txt"],
+        "latin1.txt: line 2: not UTF-8 (byte 0xe9)",
+    ),
+    "missing STS folder": (
+        "train",
+        ["--config=configs/tiny.py", "--workdir={d}/run", "--config.eval.sts_dir={d}/no_sts"],
+        "--config.eval.sts_dir={d}/no_sts: no such",
+    ),
+    "workdir is a file": (
+        "train",
+        ["--config=configs/tiny.py", "--workdir={d}/a_file"],
+        "--workdir {d}/a_file: not a folder",
+    ),
+    "missing model folder": (
+        "train",
+        ["--config=configs/tiny.py", "--workdir={d}/run", "--config.model.name_or_path=/does/not/exist"],
+        "/does/not/exist: no such folder",
+    ),
+    "encode output is a folder": (
+        "encode",
+        ["--model=/does/not/matter", "--input={d}/sentences.txt", "--output={d}/out_dir"],
+        "--output {d}/out_dir: is a folder",
+    ),
+    "encode missing model": (
+        "encode",
+        ["--model=/does/not/exist", "--input={d}/sentences.txt", "--output={d}/emb.npy"],
+        "/does/not/exist: no such folder",
+    ),
+    "encode non-UTF-8 input": (
+        "encode",
+        ["--model=/does/not/matter", "--input={d}/latin1.txt", "--output={d}/emb.npy"],
+        "latin1.txt: line 2: not UTF-8",
+    ),
+    "export non-empty out": (
+        "export",
+        ["--workdir={d}/run", "--out={d}/full_dir"],
+        "--out {d}/full_dir: folder exists and is not empty (pass --overwrite",
+    ),
+    "export missing workdir": (
+        "export",
+        ["--workdir={d}/no_run", "--out={d}/new_out"],
+        "--workdir {d}/no_run: no such",
+    ),
+    "evaluate json is a folder": (
+        "evaluate",
+        ["--model=/does/not/matter", "--sts-dir={d}/sts", "--json={d}/out_dir"],
+        "--json {d}/out_dir: is a folder",
+    ),
 }
 
 
 @pytest.fixture(scope="module")
 def error_runs(inputs):
-    processes = {name: start(module, *[a.format(d=inputs) for a in arguments])
-                 for name, (module, arguments, _) in ERROR_CASES.items()}
+    processes = {
+        name: start(module, *[a.format(d=inputs) for a in arguments])
+        for name, (module, arguments, _) in ERROR_CASES.items()
+    }
     return {name: finish(process, timeout=300) for name, process in processes.items()}
 
 
@@ -129,14 +188,18 @@ def _option_chunks(help_text: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def help_runs():
-    processes = {"train": start("train", "--help"), "train tiny": start("train", "--config", "configs/tiny.py", "--help"),
-                 "train distill": start("train", "--config", "configs/distill_minilm_l3.py", "--help"),
-                 **{module: start(module, "--help") for module in ("encode", "export", "evaluate")}}
+    processes = {
+        "train": start("train", "--help"),
+        "train tiny": start("train", "--config", "configs/tiny.py", "--help"),
+        "train distill": start("train", "--config", "configs/distill_minilm_l3.py", "--help"),
+        **{module: start(module, "--help") for module in ("encode", "export", "evaluate")},
+    }
     return {name: finish(process, timeout=300) for name, process in processes.items()}
 
 
 def test_train_help_lists_every_config_key_with_default_and_meaning(help_runs):
     from distilface_jax.config.key_help import KEY_HELP
+
     status, out, err = help_runs["train"]
     assert status == 0, err
     for key, meaning in KEY_HELP.items():
@@ -175,17 +238,26 @@ def runs(tmp_path_factory):
         "base": train(folder / "base", *TINY),
         # Evaluation does not touch the training state, so the profiled run skips it (to save time)
         # and must still give the base run's losses exactly.
-        "profiled": train(folder / "profiled", *TINY, "--config.profile_steps=2:4", "--config.eval_every=0",
-                          "--config.eval.final_test=False"),
-        "interrupted": train(folder / "interrupted", "--config.max_steps=100000", "--config.log_every=1",
-                             "--config.eval_every=0", "--config.eval.final_test=False",
-                             "--config.checkpoint_every=100000"),
+        "profiled": train(
+            folder / "profiled",
+            *TINY,
+            "--config.profile_steps=2:4",
+            "--config.eval_every=0",
+            "--config.eval.final_test=False",
+        ),
+        "interrupted": train(
+            folder / "interrupted",
+            "--config.max_steps=100000",
+            "--config.log_every=1",
+            "--config.eval_every=0",
+            "--config.eval.final_test=False",
+            "--config.checkpoint_every=100000",
+        ),
     }
     # Interrupt the long run as soon as it has logged two steps (it would eat the CPU otherwise).
     process, workdir = processes["interrupted"], folder / "interrupted"
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and (not (workdir / "metrics.jsonl").exists()
-                                           or len(_records(workdir)) < 2):
+    while time.monotonic() < deadline and (not (workdir / "metrics.jsonl").exists() or len(_records(workdir)) < 2):
         if process.poll() is not None:
             break
         time.sleep(0.2)
@@ -215,8 +287,7 @@ def test_training_output_is_only_our_own_lines_with_progress_and_eval_results(ba
     strangers = [line for line in lines if not bar.match(line) and not line.startswith(ours)]
     assert not strangers, strangers  # no absl/orbax warnings, datasets bars, transformers notices
     assert any(line.startswith("step 4, dev: evaluating 2 tasks") for line in lines)
-    assert any(re.match(r"step 4, dev: STSBenchmark \d+\.\d\d +SICKRelatedness \d+\.\d\d +avg", line)
-               for line in lines)
+    assert any(re.match(r"step 4, dev: STSBenchmark \d+\.\d\d +SICKRelatedness \d+\.\d\d +avg", line) for line in lines)
     bar_counts = {int(m.group(1)) for line in lines if (m := re.search(r"\| (\d+)/8 \[", line))}
     assert {1, 8} <= bar_counts  # moved at the first step, not only at a log or an eval
     best = max((r for r in _records(workdir) if r.get("split") == "dev"), key=lambda r: r["STSBenchmark"])["step"]
@@ -232,8 +303,9 @@ def shared_files(base_run, tmp_path_factory):
     processes = {
         "export": start("export", "--workdir", workdir, "--step", "best", "--out", folder / "exported"),
         "encode": start("encode", "--workdir", workdir, "--input", folder / "in.txt", "--output", folder / "emb.npy"),
-        "evaluate": start("evaluate", "--workdir", workdir, "--sts-dir", workdir / "builtin" / "sts",
-                          "--json", folder / "sts.json"),
+        "evaluate": start(
+            "evaluate", "--workdir", workdir, "--sts-dir", workdir / "builtin" / "sts", "--json", folder / "sts.json"
+        ),
     }
     results = {name: finish(process, timeout=300) for name, process in processes.items()}
     for name, (status, _, err) in results.items():
@@ -244,8 +316,14 @@ def shared_files(base_run, tmp_path_factory):
 def test_written_files_respect_the_umask(base_run, shared_files):
     workdir = base_run[0]
     folder, _ = shared_files
-    files = [workdir / "config.json", workdir / "run_info.json", workdir / "sts_test.json",
-             workdir / "model" / "config.json", folder / "emb.npy", folder / "sts.json"]
+    files = [
+        workdir / "config.json",
+        workdir / "run_info.json",
+        workdir / "sts_test.json",
+        workdir / "model" / "config.json",
+        folder / "emb.npy",
+        folder / "sts.json",
+    ]
     exported = folder / "exported"
     files += [path for path in exported.rglob("*") if path.is_file()]
     folders = [exported, *[path for path in exported.rglob("*") if path.is_dir()], workdir / "builtin"]
@@ -259,8 +337,9 @@ def test_export_and_encode_print_only_their_result_line(shared_files):
     export_lines = [line for line in results["export"][2].splitlines() if line.strip()]
     assert len(export_lines) == 1 and export_lines[0].startswith("exported step "), export_lines
     encode_lines = [line for line in re.split(r"[\r\n]", results["encode"][2]) if line.strip()]
-    assert [line for line in encode_lines if not line.strip().startswith("embedding:")] == \
-        ["wrote 2 embeddings of size 32 to " + str(shared_files[0] / "emb.npy")]
+    assert [line for line in encode_lines if not line.strip().startswith("embedding:")] == [
+        "wrote 2 embeddings of size 32 to " + str(shared_files[0] / "emb.npy")
+    ]
 
 
 def test_profile_window_writes_a_trace_and_changes_no_result(runs, base_run):

@@ -17,6 +17,7 @@ from distilface_jax.config.base import base_config
 
 def test_every_config_key_has_a_meaning_and_nothing_else_does():
     from distilface_jax.distill.run import distill_block
+
     with_distill = base_config()
     with_distill.distill = distill_block()  # the block that distillation configs add
     keys = [key for key, _ in key_help.flat_items(with_distill)]
@@ -40,6 +41,7 @@ def test_misspelt_keys_get_a_suggestion_and_values_their_type():
 
 def test_first_ctrl_c_asks_for_a_save_and_the_second_aborts():
     from distilface_jax.training.interrupts import StopSignals
+
     before = signal.getsignal(signal.SIGINT)
     stop = StopSignals()
     try:
@@ -82,6 +84,7 @@ class _Bar:
 
 def test_training_bar_counts_finished_steps_without_waiting():
     from distilface_jax.training.progress import StepProgress
+
     bar = _Bar()
     progress = StepProgress(10, 100, bar=bar)
     outputs = [_Output() for _ in range(3)]
@@ -103,6 +106,7 @@ def test_training_bar_counts_finished_steps_without_waiting():
 @pytest.mark.parametrize("umask", [0o022, 0o027])
 def test_atomic_writes_respect_the_umask(tmp_path, umask):
     from distilface_jax.run_folder import atomic_directory, atomic_file, write_text
+
     previous = os.umask(umask)
     try:
         with atomic_file(tmp_path / "a.npy") as handle:
@@ -121,6 +125,7 @@ def test_pooler_mismatch_warns_once_naming_both_and_the_key(tiny_distilbert_dir,
     from distilface_jax.config.base import unsup_recipe
     from distilface_jax.interop import hf
     from distilface_jax.training import initial_model
+
     loaded = hf.load_pretrained(str(tiny_distilbert_dir))
     folder = hf.save_pretrained(tmp_path / "st", loaded.config, loaded.params, loaded.tokenizer, pooler="avg")
     config = unsup_recipe(str(folder))  # the recipe's cls on a folder made for mean pooling
@@ -156,6 +161,7 @@ def test_training_file_checks_name_the_line(tmp_path, monkeypatch):
 
 def test_profile_window_parsing():
     from distilface_jax.training.profiling import parse_window
+
     assert parse_window("") is None and parse_window("3:5") == (3, 5)
     for text in ("5", "5:3", "a:b", "3:3"):
         with pytest.raises(ValueError):

@@ -29,15 +29,16 @@ def fake_gcloud(tmp_path):
     bin_dir.mkdir()
     marker = tmp_path / "gcloud_was_called"
     gcloud = bin_dir / "gcloud"
-    gcloud.write_text(f"#!/bin/sh\necho \"$@\" >> {marker}\nexit 1\n")
+    gcloud.write_text(f'#!/bin/sh\necho "$@" >> {marker}\nexit 1\n')
     gcloud.chmod(0o755)
     env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     return env, marker
 
 
 def run_script(name, *args, env=None):
-    return subprocess.run(["bash", str(LAUNCH / name), *args], capture_output=True, text=True,
-                          env=env, cwd=ROOT, timeout=60)
+    return subprocess.run(
+        ["bash", str(LAUNCH / name), *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=60
+    )
 
 
 def commands(stdout: str) -> list[list[str]]:
@@ -58,17 +59,37 @@ def test_scripts_exist_and_parse():
         assert os.access(script, os.X_OK), f"{script.name} is not executable"
 
 
-POD_ARGS = ["--name", "simcse-pod", "--zone", "us-central2-b", "--accelerator-type", "v4-32",
-            "--config", "configs/tiny.py", "--workdir", "gs://my-bucket/runs/tiny",
-            "--project", "my-project"]
+POD_ARGS = [
+    "--name",
+    "simcse-pod",
+    "--zone",
+    "us-central2-b",
+    "--accelerator-type",
+    "v4-32",
+    "--config",
+    "configs/tiny.py",
+    "--workdir",
+    "gs://my-bucket/runs/tiny",
+    "--project",
+    "my-project",
+]
 
 
 def test_tpu_pod_dry_run_prints_the_whole_lifecycle_in_order(fake_gcloud):
     env, marker = fake_gcloud
-    result = run_script("tpu_pod.sh", "--dry-run", *POD_ARGS, "--spot",
-                        "--export-out", "gs://my-bucket/models/tiny",
-                        "--config.max_steps=7", "--", "--config.learning_rate=5e-5",
-                        "--config.model.pooler=avg", env=env)
+    result = run_script(
+        "tpu_pod.sh",
+        "--dry-run",
+        *POD_ARGS,
+        "--spot",
+        "--export-out",
+        "gs://my-bucket/models/tiny",
+        "--config.max_steps=7",
+        "--",
+        "--config.learning_rate=5e-5",
+        "--config.model.pooler=avg",
+        env=env,
+    )
     assert result.returncode == 0, result.stderr
     assert not marker.exists(), "--dry-run ran gcloud"
     gcloud = [c for c in commands(result.stdout) if c[0] == "gcloud"]
@@ -86,9 +107,14 @@ def test_tpu_pod_dry_run_prints_the_whole_lifecycle_in_order(fake_gcloud):
     create, describe, scp, unpack, install, train, export, delete = gcloud
 
     assert create[5] == "simcse-pod"
-    for flag in ("--node-id=simcse-pod", "--accelerator-type=v4-32",
-                 "--runtime-version=tpu-ubuntu2204-base", "--zone=us-central2-b",
-                 "--project=my-project", "--spot"):
+    for flag in (
+        "--node-id=simcse-pod",
+        "--accelerator-type=v4-32",
+        "--runtime-version=tpu-ubuntu2204-base",
+        "--zone=us-central2-b",
+        "--project=my-project",
+        "--spot",
+    ):
         assert flag in create
     assert "--format=value(state.state)" in describe
 
@@ -112,8 +138,10 @@ def test_tpu_pod_dry_run_prints_the_whole_lifecycle_in_order(fake_gcloud):
     assert "--worker=0" in export
     export_cmd = remote_command(export)
     # The one documented choice (README, docs/pods.md): the best STS-B dev checkpoint.
-    assert "JAX_PLATFORMS=cpu python3 -m distilface_jax.export --workdir gs://my-bucket/runs/tiny --out export " \
+    assert (
+        "JAX_PLATFORMS=cpu python3 -m distilface_jax.export --workdir gs://my-bucket/runs/tiny --out export "
         "--step best" in export_cmd
+    )
     assert export_cmd.endswith("gcloud storage rsync --recursive export gs://my-bucket/models/tiny")
 
     assert delete[5] == "simcse-pod" and "--force" in delete and "--zone=us-central2-b" in delete
@@ -121,8 +149,16 @@ def test_tpu_pod_dry_run_prints_the_whole_lifecycle_in_order(fake_gcloud):
 
 def test_tpu_pod_export_to_a_local_folder_comes_back_here(fake_gcloud, tmp_path):
     out = tmp_path / "model"
-    result = run_script("tpu_pod.sh", "--dry-run", *POD_ARGS, "--export-out", str(out),
-                        "--service-account", "tpu@my-project.iam.gserviceaccount.com", env=fake_gcloud[0])
+    result = run_script(
+        "tpu_pod.sh",
+        "--dry-run",
+        *POD_ARGS,
+        "--export-out",
+        str(out),
+        "--service-account",
+        "tpu@my-project.iam.gserviceaccount.com",
+        env=fake_gcloud[0],
+    )
     assert result.returncode == 0, result.stderr
     cmds = commands(result.stdout)
     assert "--service-account=tpu@my-project.iam.gserviceaccount.com" in cmds[0]
@@ -163,12 +199,15 @@ exit 0
     assert (tmp_path / "distilface_jax-simcse-pod.tar.gz").stat().st_size > 0  # git archive ran
 
 
-@pytest.mark.parametrize("accelerator, runtime", [
-    ("v5litepod-16", "v2-alpha-tpuv5-lite"),
-    ("v6e-16", "v2-alpha-tpuv6e"),
-    ("v5p-32", "v2-alpha-tpuv5"),
-    ("v4-32", "tpu-ubuntu2204-base"),
-])
+@pytest.mark.parametrize(
+    "accelerator, runtime",
+    [
+        ("v5litepod-16", "v2-alpha-tpuv5-lite"),
+        ("v6e-16", "v2-alpha-tpuv6e"),
+        ("v5p-32", "v2-alpha-tpuv5"),
+        ("v4-32", "tpu-ubuntu2204-base"),
+    ],
+)
 def test_tpu_pod_default_runtime_version(accelerator, runtime, fake_gcloud):
     args = [a if a != "v4-32" else accelerator for a in POD_ARGS]
     result = run_script("tpu_pod.sh", "--dry-run", *args, env=fake_gcloud[0])
@@ -179,8 +218,9 @@ def test_tpu_pod_default_runtime_version(accelerator, runtime, fake_gcloud):
 
 
 def test_tpu_pod_explicit_runtime_keep_and_no_export(fake_gcloud):
-    result = run_script("tpu_pod.sh", "--dry-run", *POD_ARGS, "--runtime-version", "my-runtime",
-                        "--keep", env=fake_gcloud[0])
+    result = run_script(
+        "tpu_pod.sh", "--dry-run", *POD_ARGS, "--runtime-version", "my-runtime", "--keep", env=fake_gcloud[0]
+    )
     assert result.returncode == 0, result.stderr
     cmds = commands(result.stdout)
     assert "--runtime-version=my-runtime" in cmds[0]
@@ -192,7 +232,7 @@ def test_tpu_pod_explicit_runtime_keep_and_no_export(fake_gcloud):
 @pytest.mark.parametrize("drop", ["--name", "--zone", "--accelerator-type", "--config", "--workdir"])
 def test_tpu_pod_missing_required_argument(drop, fake_gcloud):
     i = POD_ARGS.index(drop)
-    result = run_script("tpu_pod.sh", "--dry-run", *(POD_ARGS[:i] + POD_ARGS[i + 2:]), env=fake_gcloud[0])
+    result = run_script("tpu_pod.sh", "--dry-run", *(POD_ARGS[:i] + POD_ARGS[i + 2 :]), env=fake_gcloud[0])
     assert result.returncode != 0
     assert drop in result.stderr and "--help" in result.stderr
     assert not result.stdout.strip()
@@ -212,9 +252,19 @@ def test_tpu_pod_rejects_local_workdir_unknown_args_and_shows_help(fake_gcloud):
 
 def test_local_multiprocess_dry_run(tmp_path):
     workdir = tmp_path / "run"
-    result = run_script("local_multiprocess.sh", "--dry-run", "--num-processes", "3",
-                        "--devices-per-process", "2", "--config", "configs/tiny.py",
-                        "--workdir", str(workdir), "--config.max_steps=5")
+    result = run_script(
+        "local_multiprocess.sh",
+        "--dry-run",
+        "--num-processes",
+        "3",
+        "--devices-per-process",
+        "2",
+        "--config",
+        "configs/tiny.py",
+        "--workdir",
+        str(workdir),
+        "--config.max_steps=5",
+    )
     assert result.returncode == 0, result.stderr
     lines = [line for line in result.stdout.splitlines() if line.startswith("+ ")]
     assert len(lines) == 3
@@ -243,12 +293,20 @@ def test_local_multiprocess_stops_the_others_when_one_fails(tmp_path):
     """A stand-in interpreter: process 1 fails at once, process 0 would hang (as a real one
     blocked in a collective would). The script must stop process 0 and report failure."""
     fake_python = tmp_path / "python"
-    fake_python.write_text('#!/bin/bash\ncase "$*" in *--process_id=1*) echo boom; exit 3;; esac\n'
-                           'exec sleep 60\n')
+    fake_python.write_text('#!/bin/bash\ncase "$*" in *--process_id=1*) echo boom; exit 3;; esac\nexec sleep 60\n')
     fake_python.chmod(0o755)
     workdir = tmp_path / "run"
-    result = run_script("local_multiprocess.sh", "--python", str(fake_python), "--config", "c",
-                        "--workdir", str(workdir), "--num-processes", "2")
+    result = run_script(
+        "local_multiprocess.sh",
+        "--python",
+        str(fake_python),
+        "--config",
+        "c",
+        "--workdir",
+        str(workdir),
+        "--num-processes",
+        "2",
+    )
     assert result.returncode == 1
     assert "process 1 exited with status 3" in result.stderr and "boom" in result.stderr
     assert (workdir / "logs" / "process_0.log").exists()
@@ -261,10 +319,19 @@ def test_local_multiprocess_bad_arguments():
 
 
 def test_train_local_dry_run():
-    result = run_script("train_local.sh", "--dry-run", "--config", "configs/tiny.py",
-                        "--workdir", "runs/t", "--config.max_steps=3")
+    result = run_script(
+        "train_local.sh", "--dry-run", "--config", "configs/tiny.py", "--workdir", "runs/t", "--config.max_steps=3"
+    )
     assert result.returncode == 0, result.stderr
     [argv] = commands(result.stdout)
-    assert argv[1:] == ["-m", "distilface_jax.train", "--config", "configs/tiny.py", "--workdir",
-                        "runs/t", "--distributed=off", "--config.max_steps=3"]
+    assert argv[1:] == [
+        "-m",
+        "distilface_jax.train",
+        "--config",
+        "configs/tiny.py",
+        "--workdir",
+        "runs/t",
+        "--distributed=off",
+        "--config.max_steps=3",
+    ]
     assert run_script("train_local.sh", "--config", "configs/tiny.py").returncode != 0

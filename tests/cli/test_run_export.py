@@ -12,8 +12,12 @@ import transformers
 
 from helpers import ROOT, cpu_env, train_command
 
-SENTENCES = ["the young man plays the guitar in the park .", "a dog chases the red ball",
-             "the old teacher reads a book at night", "every child eats bread"]
+SENTENCES = [
+    "the young man plays the guitar in the park .",
+    "a dog chases the red ball",
+    "the old teacher reads a book at night",
+    "every child eats bread",
+]
 
 
 @pytest.fixture(scope="module")
@@ -23,11 +27,21 @@ def runs(tmp_path_factory):
     processes = {}
     for mlp_train_only in (True, False):
         workdir = folder / f"run_{mlp_train_only}"
-        command = train_command(workdir, "--config.max_steps=20", "--config.eval_every=10",
-                                "--config.checkpoint_every=10", "--config.eval.final_test=False",
-                                "--config.model.pooler=cls", f"--config.model.mlp_only_train={mlp_train_only}")
-        processes[mlp_train_only] = workdir, subprocess.Popen(command, env=cpu_env(), cwd=ROOT, stdout=subprocess.PIPE,
-                                                              stderr=subprocess.PIPE, text=True)
+        command = train_command(
+            workdir,
+            "--config.max_steps=20",
+            "--config.eval_every=10",
+            "--config.checkpoint_every=10",
+            "--config.eval.final_test=False",
+            "--config.model.pooler=cls",
+            f"--config.model.mlp_only_train={mlp_train_only}",
+        )
+        processes[mlp_train_only] = (
+            workdir,
+            subprocess.Popen(
+                command, env=cpu_env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            ),
+        )
     yield processes
     for _, process in processes.values():
         if process.poll() is None:  # A failed test left one unread: nothing outlives the module.
@@ -44,8 +58,14 @@ def run_dir(request, runs):
 
 
 def cli(module, *args):
-    result = subprocess.run([sys.executable, "-m", f"distilface_jax.{module}", *args], env=cpu_env(), cwd=ROOT,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", f"distilface_jax.{module}", *args],
+        env=cpu_env(),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
@@ -59,20 +79,32 @@ def test_export_loads_in_transformers_and_sentence_transformers_with_encode_embe
     assert not info["missing_keys"] and not info["unexpected_keys"]
 
     (tmp_path / "in.txt").write_text("\n".join(SENTENCES) + "\n")
-    cli("encode", "--workdir", str(workdir), "--step", "best", "--input", str(tmp_path / "in.txt"),
-        "--output", str(tmp_path / "run.npy"))
+    cli(
+        "encode",
+        "--workdir",
+        str(workdir),
+        "--step",
+        "best",
+        "--input",
+        str(tmp_path / "in.txt"),
+        "--output",
+        str(tmp_path / "run.npy"),
+    )
     from_run = np.load(tmp_path / "run.npy")
 
     from sentence_transformers import SentenceTransformer
+
     from_st = SentenceTransformer(str(out), device="cpu").encode(SENTENCES, convert_to_numpy=True)
     np.testing.assert_allclose(from_st, from_run, atol=1e-5, rtol=0)
 
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(out))
     import torch
+
     with torch.no_grad():
         cls = model(**tokenizer(SENTENCES, padding=True, return_tensors="pt")).last_hidden_state[:, 0].numpy()
     if not mlp_train_only:
         from safetensors.numpy import load_file
+
         dense = load_file(str(out / "2_Dense" / "model.safetensors"))
         cls = np.tanh(cls @ dense["linear.weight"].T + dense["linear.bias"])
     np.testing.assert_allclose(cls, from_run, atol=1e-5, rtol=0)
@@ -92,8 +124,23 @@ def test_evaluate_workdir_equals_evaluate_exported(run_dir, tmp_path):
 
 def test_export_errors_are_one_line(run_dir, tmp_path):
     workdir, _ = run_dir
-    result = subprocess.run([sys.executable, "-m", "distilface_jax.export", "--workdir", str(workdir), "--step", "7",
-                             "--out", str(tmp_path / "x")], env=cpu_env(), cwd=ROOT, capture_output=True,
-                            text=True, timeout=120)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "distilface_jax.export",
+            "--workdir",
+            str(workdir),
+            "--step",
+            "7",
+            "--out",
+            str(tmp_path / "x"),
+        ],
+        env=cpu_env(),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2 and "no checkpoint at step 7" in result.stderr
     assert not (tmp_path / "x").exists()

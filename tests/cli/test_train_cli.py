@@ -12,8 +12,18 @@ import pytest
 from helpers import ROOT, cpu_env, load_config, train_command
 
 CONFIGS = sorted((ROOT / "configs").glob("*.py"))
-REQUIRED_KEYS = ("batch_size", "max_steps", "log_every", "eval_every", "seed", "learning_rate", "model.dropout",
-                 "model.attention_dropout", "model.name_or_path", "data.train_file")
+REQUIRED_KEYS = (
+    "batch_size",
+    "max_steps",
+    "log_every",
+    "eval_every",
+    "seed",
+    "learning_rate",
+    "model.dropout",
+    "model.attention_dropout",
+    "model.name_or_path",
+    "data.train_file",
+)
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
@@ -43,6 +53,7 @@ def test_every_config_parses_and_builds(path, tmp_path):
         assert config.model.mlp_only_train == (config.data.format == "unsup")
     else:
         from distilface_jax.training.initial_model import build_initial_model
+
         encoder_config, params, _ = build_initial_model(config, str(tmp_path))
         SentenceEncoder(encoder_config)  # builds
 
@@ -79,16 +90,28 @@ def test_tiny_config_runs_end_to_end(tmp_path):
 
 
 def test_unknown_config_key_is_an_error(tmp_path):
-    result = subprocess.run(train_command(tmp_path / "run", "--config.learning_rat=1e-3"), env=cpu_env(),
-                            capture_output=True, text=True, timeout=120, cwd=ROOT)
+    result = subprocess.run(
+        train_command(tmp_path / "run", "--config.learning_rat=1e-3"),
+        env=cpu_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
     assert result.returncode != 0
     assert "learning_rat" in result.stderr
     assert not (tmp_path / "run").exists()
 
 
 def test_missing_training_file_is_named(tmp_path):
-    result = subprocess.run(train_command(tmp_path / "run", f"--config.data.train_file={tmp_path}/nope.txt"),
-                            env=cpu_env(), capture_output=True, text=True, timeout=120, cwd=ROOT)
+    result = subprocess.run(
+        train_command(tmp_path / "run", f"--config.data.train_file={tmp_path}/nope.txt"),
+        env=cpu_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
     assert result.returncode == 2, result.stderr[-2000:]
     assert "nope.txt" in result.stderr.strip().splitlines()[-1]
 
@@ -114,10 +137,13 @@ def test_supervised_csv_with_hard_negatives_trains(tmp_path):
 def test_conftest_forces_eight_devices_and_keeps_other_xla_flags():
     """A caller's XLA_FLAGS (even with its own device count) cannot leave the suite on fewer devices."""
     env = dict(cpu_env(), XLA_FLAGS="--xla_force_host_platform_device_count=2 --xla_dump_hlo_as_text")
-    code = ("import os, sys; sys.path.insert(0, 'tests'); import conftest, jax; "
-            "print(jax.device_count(), os.environ['XLA_FLAGS'])")
-    result = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True,
-                            timeout=120)
+    code = (
+        "import os, sys; sys.path.insert(0, 'tests'); import conftest, jax; "
+        "print(jax.device_count(), os.environ['XLA_FLAGS'])"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     count, flags = result.stdout.split(maxsplit=1)
     assert count == "8" and "--xla_dump_hlo_as_text" in flags and "device_count=2" not in flags

@@ -22,8 +22,11 @@ def numpy_loss(s, t, temperature, weight):
     mse = np.mean((s - t) ** 2)  # torch.nn.MSELoss(reduction="mean")
     unit = lambda x: x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-8)
     logits = unit(s) @ unit(t).T / temperature
-    log_softmax = logits - np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1, keepdims=True)) - \
-        logits.max(1, keepdims=True)
+    log_softmax = (
+        logits
+        - np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1, keepdims=True))
+        - logits.max(1, keepdims=True)
+    )
     contrastive = -np.mean(np.diag(log_softmax))
     return mse + weight * contrastive
 
@@ -50,15 +53,25 @@ def test_loss_and_gradient_match_numpy(weight):
     np.testing.assert_allclose(np.asarray(gradient), numpy_gradient(s, t, 0.1, weight), rtol=1e-3, atol=1e-6)
     # The teacher is a constant: no gradient flows into it.
     teacher_gradient = jax.grad(lambda t: objective.distill_loss(jnp.asarray(s), t, contrastive_weight=weight)[0])(
-        jnp.asarray(t))
+        jnp.asarray(t)
+    )
     np.testing.assert_array_equal(np.asarray(teacher_gradient), 0.0)
 
 
 # ----------------------------------------------------------------------------- the sharded step
 
-STUDENT = EncoderConfig(model_type="bert", vocab_size=100, hidden_size=32, num_layers=1, num_heads=4,
-                        intermediate_size=64, max_position_embeddings=64, type_vocab_size=2,
-                        hidden_dropout=0.0, attention_dropout=0.0)
+STUDENT = EncoderConfig(
+    model_type="bert",
+    vocab_size=100,
+    hidden_size=32,
+    num_layers=1,
+    num_heads=4,
+    intermediate_size=64,
+    max_position_embeddings=64,
+    type_vocab_size=2,
+    hidden_dropout=0.0,
+    attention_dropout=0.0,
+)
 TEACHER = STUDENT.replace(hidden_size=24, num_layers=2, num_heads=4)
 LEARNING_RATE = 0.5
 SETTINGS = DistillSettings(normalize=True, teacher_normalize=True, temperature=0.1, contrastive_weight=0.5)
@@ -67,8 +80,10 @@ SETTINGS = DistillSettings(normalize=True, teacher_normalize=True, temperature=0
 def _params():
     student = dict(jax.device_get(init_params(STUDENT, jax.random.key(0))))
     rng = np.random.default_rng(1)  # A width map 32 → 24, as for a student narrower than its teacher.
-    student["projection"] = {"kernel": rng.normal(0, 0.2, (32, 24)).astype(np.float32),
-                             "bias": rng.normal(0, 0.1, (24,)).astype(np.float32)}
+    student["projection"] = {
+        "kernel": rng.normal(0, 0.2, (32, 24)).astype(np.float32),
+        "bias": rng.normal(0, 0.1, (24,)).astype(np.float32),
+    }
     return student, jax.device_get(init_params(TEACHER, jax.random.key(2)))
 
 
@@ -77,7 +92,7 @@ def _tokens(rng, batch_size, length):
     ids[:, :, 0] = 2
     mask = np.ones_like(ids)
     for row in range(batch_size):
-        mask[row, :, rng.integers(3, length + 1):] = 0
+        mask[row, :, rng.integers(3, length + 1) :] = 0
     return np.where(mask == 1, ids, 0).astype(np.int32), mask
 
 
@@ -92,12 +107,18 @@ def make_batch(batch_size=16):
     ids, mask = _tokens(rng, batch_size, 12)
     teacher_ids, teacher_mask = _tokens(rng, batch_size, 10)
     _, teacher_params = _params()
-    teacher_embedding = losses.l2_normalize(_teacher_model().apply(
-        {"params": teacher_params}, teacher_ids[:, 0], teacher_mask[:, 0]))
-    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids),
-            "teacher_input_ids": teacher_ids, "teacher_attention_mask": teacher_mask,
-            "teacher_token_type_ids": np.zeros_like(teacher_ids),
-            "teacher_embedding": np.asarray(teacher_embedding)}
+    teacher_embedding = losses.l2_normalize(
+        _teacher_model().apply({"params": teacher_params}, teacher_ids[:, 0], teacher_mask[:, 0])
+    )
+    return {
+        "input_ids": ids,
+        "attention_mask": mask,
+        "token_type_ids": np.zeros_like(ids),
+        "teacher_input_ids": teacher_ids,
+        "teacher_attention_mask": teacher_mask,
+        "teacher_token_type_ids": np.zeros_like(teacher_ids),
+        "teacher_embedding": np.asarray(teacher_embedding),
+    }
 
 
 def reference_sgd_step(batch):
@@ -107,8 +128,9 @@ def reference_sgd_step(batch):
 
     def loss_fn(params):
         encoder = {k: v for k, v in params.items() if k != "projection"}
-        s = model.apply({"params": encoder}, batch["input_ids"][:, 0], batch["attention_mask"][:, 0],
-                        batch["token_type_ids"][:, 0])
+        s = model.apply(
+            {"params": encoder}, batch["input_ids"][:, 0], batch["attention_mask"][:, 0], batch["token_type_ids"][:, 0]
+        )
         s = losses.l2_normalize(s @ params["projection"]["kernel"] + params["projection"]["bias"])
         return objective.distill_loss(s, batch["teacher_embedding"], temperature=0.1, contrastive_weight=0.5)[0]
 
@@ -121,9 +143,16 @@ def run_steps(batch, num_devices, *, teacher_in_step=False, steps=1, optimizer=N
     optimizer = optimizer or optax.sgd(LEARNING_RATE)
     student_params, teacher_params = _params()
     state = train_state.create_train_state(student_params, optimizer, 0, sharding.replicated(mesh))
-    step = make_distill_step(SentenceEncoder(config, pooler="avg"), optimizer, lambda _: LEARNING_RATE, mesh,
-                             SETTINGS, train_state.state_shardings(state, sharding.replicated(mesh)),
-                             _teacher_model() if teacher_in_step else None, teacher_params if teacher_in_step else None)
+    step = make_distill_step(
+        SentenceEncoder(config, pooler="avg"),
+        optimizer,
+        lambda _: LEARNING_RATE,
+        mesh,
+        SETTINGS,
+        train_state.state_shardings(state, sharding.replicated(mesh)),
+        _teacher_model() if teacher_in_step else None,
+        teacher_params if teacher_in_step else None,
+    )
     if teacher_in_step:
         batch = {k: v for k, v in batch.items() if k != "teacher_embedding"}
     else:

@@ -98,8 +98,9 @@ def uninterrupted(teacher_dir, corpus, tmp_path_factory):
     return workdir
 
 
-def test_interrupted_run_resumes_bit_identical_and_the_teacher_runs_once(uninterrupted, teacher_dir, corpus, tmp_path,
-                                                                        monkeypatch, count_teacher_runs):
+def test_interrupted_run_resumes_bit_identical_and_the_teacher_runs_once(
+    uninterrupted, teacher_dir, corpus, tmp_path, monkeypatch, count_teacher_runs
+):
     config = distill_config(teacher_dir, corpus, tmp_path / "cache")
     workdir = tmp_path / "run"
     real_preempted = trainer._preempted
@@ -116,12 +117,17 @@ def test_interrupted_run_resumes_bit_identical_and_the_teacher_runs_once(uninter
     assert second.final_step == 8 and not second.preempted
     assert count_teacher_runs == [CORPUS_LINES]  # Once for 3 epochs and two processes' worth of runs.
     assert losses_by_step(workdir) == losses_by_step(uninterrupted)  # Every step, bit for bit.
-    jax.tree_util.tree_map(np.testing.assert_array_equal, jax.device_get(load_run_model(str(workdir)).params),
-                           jax.device_get(load_run_model(str(uninterrupted)).params))
+    jax.tree_util.tree_map(
+        np.testing.assert_array_equal,
+        jax.device_get(load_run_model(str(workdir)).params),
+        jax.device_get(load_run_model(str(uninterrupted)).params),
+    )
+
     # The cache key follows the teacher's pipeline: another normalisation or length is another entry.
     def key(**settings):
         teacher = teacher_lib.load_teacher(str(teacher_dir), pooler="avg", **settings)
         return teacher_lib.cache_path("cache", "corpus.txt", {"path": "corpus.txt"}, teacher, CORPUS_LINES)
+
     assert len({key(normalize=True), key(normalize=False), key(normalize=True, max_length=8)}) == 3
     assert key(normalize=True) == key(normalize=True)
 
@@ -136,8 +142,21 @@ def test_export_loads_in_sentence_transformers_with_the_embeddings_of_encode(uni
     assert json.loads((out / "config.json").read_text())["num_hidden_layers"] == 1
     sentences = tmp_path / "sentences.txt"
     sentences.write_text("\n".join(SENTENCES) + "\n")
-    assert encode.main(["--workdir", str(uninterrupted), "--step", "best", "--input", str(sentences),
-                        "--output", str(tmp_path / "ours.npy")]) == 0
+    assert (
+        encode.main(
+            [
+                "--workdir",
+                str(uninterrupted),
+                "--step",
+                "best",
+                "--input",
+                str(sentences),
+                "--output",
+                str(tmp_path / "ours.npy"),
+            ]
+        )
+        == 0
+    )
     ours = np.load(tmp_path / "ours.npy")
     theirs = SentenceTransformer(str(out), device="cpu").encode(SENTENCES, convert_to_numpy=True)
     np.testing.assert_allclose(ours, theirs, atol=2e-5)
@@ -155,21 +174,32 @@ def _roberta_folder(folder: Path) -> Path:
 
 def _small_vocabulary_bert(folder: Path) -> Path:
     import transformers
+
     tokenizer = make_tokenizer(folder)
-    config = transformers.BertConfig(vocab_size=20, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
-                                     intermediate_size=64, max_position_embeddings=64)
+    config = transformers.BertConfig(
+        vocab_size=20,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
     transformers.BertModel(config).save_pretrained(str(folder))
     tokenizer.save_pretrained(str(folder))
     return folder
 
 
-@pytest.mark.parametrize("case", ["teacher_family", "student_family", "layer_range", "student_vocabulary",
-                                  "empty_corpus"])
+@pytest.mark.parametrize(
+    "case", ["teacher_family", "student_family", "layer_range", "student_vocabulary", "empty_corpus"]
+)
 def test_bad_input_is_one_clear_error(case, teacher_dir, corpus, tmp_path):
     overrides, error, message = {}, ValueError, None
     if case == "teacher_family":
-        overrides, error, message = ({"distill__teacher": str(_roberta_folder(tmp_path / "roberta"))}, ModelLoadError,
-                                     r"teacher: .*model_type 'roberta' is not supported")
+        overrides, error, message = (
+            {"distill__teacher": str(_roberta_folder(tmp_path / "roberta"))},
+            ModelLoadError,
+            r"teacher: .*model_type 'roberta' is not supported",
+        )
     elif case == "student_family":
         overrides = {"distill__student_layers": None, "model__name_or_path": str(_roberta_folder(tmp_path / "roberta"))}
         error, message = ModelLoadError, r"student: .*model_type 'roberta' is not supported"
@@ -177,8 +207,10 @@ def test_bad_input_is_one_clear_error(case, teacher_dir, corpus, tmp_path):
         overrides, error = {"distill__student_layers": (0, 2)}, StudentError
         message = r"student_layers: layer 2 is out of range for the 2-layer teacher"
     elif case == "student_vocabulary":
-        overrides = {"distill__student_layers": None,
-                     "model__name_or_path": str(_small_vocabulary_bert(tmp_path / "small_vocab"))}
+        overrides = {
+            "distill__student_layers": None,
+            "model__name_or_path": str(_small_vocabulary_bert(tmp_path / "small_vocab")),
+        }
         error, message = StudentError, r"student .*tokenizer has \d+ tokens but the model's vocabulary has 20"
     elif case == "empty_corpus":
         empty = tmp_path / "empty.txt"
@@ -198,10 +230,17 @@ def _narrow_distilbert(folder: Path, width: int = 16) -> Path:
     """A student half as wide as the 32-wide teacher, with the same tokenizer."""
     import torch
     import transformers
+
     torch.manual_seed(3)
     tokenizer = make_tokenizer(folder)
-    config = transformers.DistilBertConfig(vocab_size=tokenizer.vocab_size, dim=width, n_layers=1, n_heads=2,
-                                           hidden_dim=2 * width, max_position_embeddings=64)
+    config = transformers.DistilBertConfig(
+        vocab_size=tokenizer.vocab_size,
+        dim=width,
+        n_layers=1,
+        n_heads=2,
+        hidden_dim=2 * width,
+        max_position_embeddings=64,
+    )
     transformers.DistilBertModel(config).save_pretrained(str(folder))
     tokenizer.save_pretrained(str(folder))
     return folder
@@ -215,9 +254,17 @@ def test_a_kept_width_map_is_evaluated_and_exported_as_a_dense_module(teacher_di
     from sentence_transformers import SentenceTransformer
 
     student_dir = _narrow_distilbert(tmp_path / "narrow")
-    config = distill_config(teacher_dir, corpus, tmp_path / "cache", distill__student_layers=None,
-                            distill__keep_projection=True, model__name_or_path=str(student_dir), max_steps=2,
-                            eval_every=2, checkpoint_every=2)
+    config = distill_config(
+        teacher_dir,
+        corpus,
+        tmp_path / "cache",
+        distill__student_layers=None,
+        distill__keep_projection=True,
+        model__name_or_path=str(student_dir),
+        max_steps=2,
+        eval_every=2,
+        checkpoint_every=2,
+    )
     workdir = tmp_path / "run"
     trainer.train_and_evaluate(config, str(workdir))
     out = tmp_path / "student"
@@ -239,6 +286,7 @@ def test_a_kept_width_map_is_evaluated_and_exported_as_a_dense_module(teacher_di
     # Reference: HF's own DistilBERT on the exported weights, mean pooled, through the saved map.
     import torch
     import transformers
+
     run = load_run_model(str(workdir))
     kernel, bias = (np.asarray(run.params["projection"][k]) for k in ("kernel", "bias"))
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(out))

@@ -36,7 +36,11 @@ def test_cut_student_equals_pytorch_with_layers_removed(tiny_bert_dir, layers):
 
 def test_layer_list_errors_name_the_setting(tiny_bert_dir):
     teacher = hf.load_pretrained(str(tiny_bert_dir))
-    for layers, message in (([], "is empty"), ([0, 2], "layer 2 is out of range for the 2-layer teacher"),
-                            ([-1], "layer -1 is out of range"), ([1, 0], "strictly increasing")):
+    for layers, message in (
+        ([], "is empty"),
+        ([0, 2], "layer 2 is out of range for the 2-layer teacher"),
+        ([-1], "layer -1 is out of range"),
+        ([1, 0], "strictly increasing"),
+    ):
         with pytest.raises(StudentError, match=message):
             cut_layers(teacher.config, teacher.params, layers)

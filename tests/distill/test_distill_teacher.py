@@ -11,10 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import ROOT, WORDS, save_tiny_hf_model
 
 from distilface_jax.distill import teacher as teacher_lib
 from distilface_jax.evaluation import inference
+
+from helpers import ROOT, WORDS, save_tiny_hf_model
 
 MAX_LENGTH = 16  # Two length buckets (8, 16): few shapes to compile.
 
@@ -34,6 +35,7 @@ def torch_reference(teacher_dir: Path, sentences: list[str]) -> np.ndarray:
     """HF BertModel, mean pooling over real tokens, unit length: the teacher as configured."""
     import torch
     import transformers
+
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(teacher_dir))
     model = transformers.AutoModel.from_pretrained(str(teacher_dir)).eval()
     batch = tokenizer(sentences, padding=True, truncation=True, max_length=MAX_LENGTH, return_tensors="pt")
@@ -65,7 +67,7 @@ def test_strided_slices_reassemble_in_corpus_order():
     count = 3
     gathered = np.zeros((count, 3, 2), np.float32)  # ceil(7 / 3) rows each, zero-padded
     for process in range(count):
-        gathered[process, :len(table[process::count])] = table[process::count]
+        gathered[process, : len(table[process::count])] = table[process::count]
     np.testing.assert_array_equal(teacher_lib.assemble_strided(gathered, 7), table)
 
 
@@ -93,13 +95,34 @@ def test_two_processes_each_embed_half_and_both_hold_the_whole_table(teacher_dir
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         address = f"127.0.0.1:{probe.getsockname()[1]}"
-    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2",
-               PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1")
+    env = dict(
+        os.environ,
+        JAX_PLATFORMS="cpu",
+        XLA_FLAGS="--xla_force_host_platform_device_count=2",
+        PYTHONPATH=str(ROOT),
+        HF_HUB_OFFLINE="1",
+    )
     env.pop("JAX_NUM_CPU_DEVICES", None)
-    workers = [subprocess.Popen([sys.executable, "-c", _WORKER, address, str(process), str(teacher_dir), str(corpus),
-                                 str(tmp_path / f"host{process}" / "teacher.npy"), str(tmp_path / f"out{process}.npy")],
-                                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-               for process in range(2)]
+    workers = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                _WORKER,
+                address,
+                str(process),
+                str(teacher_dir),
+                str(corpus),
+                str(tmp_path / f"host{process}" / "teacher.npy"),
+                str(tmp_path / f"out{process}.npy"),
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for process in range(2)
+    ]
     outputs = [worker.communicate(timeout=240)[0] for worker in workers]
     for worker, output in zip(workers, outputs):
         assert worker.returncode == 0, output[-3000:]

@@ -30,8 +30,18 @@ def test_cli_rows_follow_lines_and_match_pytorch(tiny_distilbert_dir, tmp_path, 
     rng = np.random.default_rng(0)
     lines = [" ".join(rng.choice(WORDS, size=rng.integers(1, 50))) for _ in range(70)] + SENTENCES
     (tmp_path / "in.txt").write_text("\n".join(lines) + "\n")
-    status = encode.main(["--model", str(tiny_distilbert_dir), "--input", str(tmp_path / "in.txt"),
-                          "--output", str(tmp_path / "out.npy"), "--batch-size", "16"])
+    status = encode.main(
+        [
+            "--model",
+            str(tiny_distilbert_dir),
+            "--input",
+            str(tmp_path / "in.txt"),
+            "--output",
+            str(tmp_path / "out.npy"),
+            "--batch-size",
+            "16",
+        ]
+    )
     assert status == 0
     embeddings = np.load(tmp_path / "out.npy")
     assert embeddings.shape == (len(lines), 32) and embeddings.dtype == np.float32
@@ -45,8 +55,22 @@ def test_line_splitting_keeps_rows_aligned(tmp_path):
 
 def test_cli_normalize(tiny_bert_dir, tmp_path):
     (tmp_path / "in.txt").write_text("\n".join(SENTENCES))
-    assert encode.main(["--model", str(tiny_bert_dir), "--input", str(tmp_path / "in.txt"), "--output",
-                        str(tmp_path / "out.npy"), "--normalize", "--pooler", "cls"]) == 0
+    assert (
+        encode.main(
+            [
+                "--model",
+                str(tiny_bert_dir),
+                "--input",
+                str(tmp_path / "in.txt"),
+                "--output",
+                str(tmp_path / "out.npy"),
+                "--normalize",
+                "--pooler",
+                "cls",
+            ]
+        )
+        == 0
+    )
     np.testing.assert_allclose(np.linalg.norm(np.load(tmp_path / "out.npy"), axis=-1), 1.0, atol=1e-6)
 
 
@@ -86,7 +110,9 @@ def test_cli_bad_inputs_fail_cleanly(case, tiny_distilbert_dir, tmp_path, capsys
     error = capsys.readouterr().err
     assert status == 2
     assert error.startswith("error: ") and len(error.strip().splitlines()) == 1, error
-    assert {"empty": "empty", "blank_only": "empty", "missing": "no such file", "bad_model": "config.json"}[case] in error
+    assert {"empty": "empty", "blank_only": "empty", "missing": "no such file", "bad_model": "config.json"}[
+        case
+    ] in error
     assert not output.exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.npy")] == []
 
@@ -95,9 +121,14 @@ def test_cli_follows_a_sentence_transformers_folder(minilm_dir, tmp_path, capsys
     """all-MiniLM-L6-v2's folder says mean pooling + Normalize: `encode --model` gives exactly
     SentenceTransformer's vectors, unit length, with no flags."""
     from sentence_transformers import SentenceTransformer
+
     (tmp_path / "in.txt").write_text("\n".join(SENTENCES) + "\n")
-    assert encode.main(["--model", str(minilm_dir), "--input", str(tmp_path / "in.txt"),
-                        "--output", str(tmp_path / "out.npy")]) == 0
+    assert (
+        encode.main(
+            ["--model", str(minilm_dir), "--input", str(tmp_path / "in.txt"), "--output", str(tmp_path / "out.npy")]
+        )
+        == 0
+    )
     ours = np.load(tmp_path / "out.npy")
     theirs = SentenceTransformer(str(minilm_dir), device="cpu").encode(SENTENCES, convert_to_numpy=True)
     np.testing.assert_allclose(ours, theirs, atol=1e-5, rtol=0)
@@ -107,19 +138,31 @@ def test_cli_follows_a_sentence_transformers_folder(minilm_dir, tmp_path, capsys
 def test_cli_warns_about_modules_it_does_not_apply(tiny_distilbert_dir, tmp_path, capsys):
     import json
     import shutil
+
     folder = tmp_path / "model"
     shutil.copytree(tiny_distilbert_dir, folder)
-    (folder / "modules.json").write_text(json.dumps([
-        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-        {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"}]))
+    (folder / "modules.json").write_text(
+        json.dumps(
+            [
+                {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+                {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+                {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"},
+            ]
+        )
+    )
     (folder / "1_Pooling").mkdir()
-    (folder / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 32,
-                                                                   "pooling_mode_mean_tokens": True}))
+    (folder / "1_Pooling" / "config.json").write_text(
+        json.dumps({"word_embedding_dimension": 32, "pooling_mode_mean_tokens": True})
+    )
     (folder / "2_Dense").mkdir()
-    (folder / "2_Dense" / "config.json").write_text(json.dumps({"in_features": 32, "out_features": 8,
-                                                                 "activation_function": "torch.nn.modules.linear.Identity"}))
+    (folder / "2_Dense" / "config.json").write_text(
+        json.dumps({"in_features": 32, "out_features": 8, "activation_function": "torch.nn.modules.linear.Identity"})
+    )
     (tmp_path / "in.txt").write_text("a cat\n")
-    assert encode.main(["--model", str(folder), "--input", str(tmp_path / "in.txt"),
-                        "--output", str(tmp_path / "out.npy")]) == 0
+    assert (
+        encode.main(
+            ["--model", str(folder), "--input", str(tmp_path / "in.txt"), "--output", str(tmp_path / "out.npy")]
+        )
+        == 0
+    )
     assert "not applied here: 2_Dense (sentence_transformers.models.Dense)" in capsys.readouterr().err

@@ -42,8 +42,9 @@ def test_long_line_among_short_ones_matches_pytorch(tiny_distilbert_dir):
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(tiny_distilbert_dir))
     model = transformers.AutoModel.from_pretrained(str(tiny_distilbert_dir)).eval()
     with torch.no_grad():  # One sentence at a time: no padding at all in the reference.
-        reference = np.stack([model(**tokenizer([s], return_tensors="pt")).last_hidden_state[0].mean(0).numpy()
-                              for s in sentences])
+        reference = np.stack(
+            [model(**tokenizer([s], return_tensors="pt")).last_hidden_state[0].mean(0).numpy() for s in sentences]
+        )
     np.testing.assert_allclose(ours, reference, atol=1e-5, rtol=0)
 
 

@@ -103,8 +103,11 @@ def data(tmp_path: Path) -> tuple[Path, dict]:
 def _ref(pairs: list) -> dict:
     pred = np.array([p for *_, p in pairs])
     gold = np.array([g for _, _, g, _ in pairs])
-    return {"spearman": stats.spearmanr(pred, gold)[0] * 100, "pearson": stats.pearsonr(pred, gold)[0] * 100,
-            "n": len(pairs)}
+    return {
+        "spearman": stats.spearmanr(pred, gold)[0] * 100,
+        "pearson": stats.pearsonr(pred, gold)[0] * 100,
+        "n": len(pairs),
+    }
 
 
 # ----------------------------------------------------------------------------- loaders
@@ -127,8 +130,7 @@ def test_loaders_read_every_format_and_quirk(data):
 def test_subset_names_match_senteval_and_files():
     assert sts.STS_SUBSETS["STS12"] == ("MSRpar", "MSRvid", "SMTeuroparl", "surprise.OnWN", "surprise.SMTnews")
     assert sts.STS_SUBSETS["STS13"] == ("FNWN", "headlines", "OnWN")
-    assert sts.STS_SUBSETS["STS16"] == ("answer-answer", "headlines", "plagiarism", "postediting",
-                                        "question-question")
+    assert sts.STS_SUBSETS["STS16"] == ("answer-answer", "headlines", "plagiarism", "postediting", "question-question")
 
 
 def test_whitespace_is_normalized_like_senteval(tmp_path):
@@ -306,8 +308,12 @@ def test_cli_prints_table_and_writes_json(data, monkeypatch, capsys):
     root, truth = data
     monkeypatch.setattr(evaluate, "_load_embed_fn", lambda args: angle_embed)
     out = root / "results" / "r.json"
-    assert evaluate.main(["--model", "unused", "--sts-dir", str(root), "--tasks", "STS12", "STSBenchmark",
-                          "--json", str(out)]) == 0
+    assert (
+        evaluate.main(
+            ["--model", "unused", "--sts-dir", str(root), "--tasks", "STS12", "STSBenchmark", "--json", str(out)]
+        )
+        == 0
+    )
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "STS test"  # the table says what it is
     header = lines[2]
@@ -323,11 +329,14 @@ def test_cli_json_writes_nan_as_null(tmp_path):
     assert json.loads((tmp_path / "x.json").read_text()) == {"STS12": None, "details": {"a": {"b": None}}}
 
 
-@pytest.mark.parametrize("extra, needle", [
-    (["--sts-dir", "{root}/nowhere"], "download_senteval_sts.sh"),
-    (["--sts-dir", "{root}", "--tasks", "STS99"], "STS99"),
-    (["--sts-dir", "{root}", "--mode", "dev", "--tasks", "STS12"], "no dev split"),
-])
+@pytest.mark.parametrize(
+    "extra, needle",
+    [
+        (["--sts-dir", "{root}/nowhere"], "download_senteval_sts.sh"),
+        (["--sts-dir", "{root}", "--tasks", "STS99"], "STS99"),
+        (["--sts-dir", "{root}", "--mode", "dev", "--tasks", "STS12"], "no dev split"),
+    ],
+)
 def test_cli_data_errors_exit_2_with_one_line(data, capsys, extra, needle):
     root, _ = data
     argv = ["--model", "unused", *(a.format(root=root) for a in extra)]
@@ -355,8 +364,9 @@ def test_cli_requires_a_model(capsys):
 
 
 def _bash(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        ["bash", str(SCRIPT), *args], capture_output=True, text=True, timeout=60, env={**os.environ, **(env or {})}
+    )
 
 
 def test_download_script_syntax_and_help():
@@ -373,11 +383,13 @@ def _fake_curl(tmp_path: Path, served: Path) -> dict:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     curl = bin_dir / "curl"
-    curl.write_text('#!/usr/bin/env bash\nset -eu\nout=""; url=""\n'
-                    'while (($#)); do\n'
-                    '  case $1 in --output) out=$2; shift 2;; -*) shift;; *) url=$1; shift;; esac\n'
-                    'done\n'
-                    f'cp "{served}/${{url##*/}}" "$out"\n')
+    curl.write_text(
+        '#!/usr/bin/env bash\nset -eu\nout=""; url=""\n'
+        "while (($#)); do\n"
+        "  case $1 in --output) out=$2; shift 2;; -*) shift;; *) url=$1; shift;; esac\n"
+        "done\n"
+        f'cp "{served}/${{url##*/}}" "$out"\n'
+    )
     curl.chmod(0o755)
     return {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
 
@@ -410,10 +422,13 @@ def test_download_script_original_releases(data, tmp_path):
     root, _ = data
     served = tmp_path / "served"
     served.mkdir()
-    zips = {"12": ("4/40/STS2012-en-test.zip", "test-gold"), "13": ("2/2f/STS2013-en-test.zip", "test-gs"),
-            "14": ("8/8c/STS2014-en-test.zip", "sts-en-test-gs-2014"),
-            "15": ("d/da/STS2015-en-test.zip", "test_evaluation_task2a"),
-            "16": ("9/98/STS2016-en-test.zip", "sts2016-english-with-gs-v1.0")}
+    zips = {
+        "12": ("4/40/STS2012-en-test.zip", "test-gold"),
+        "13": ("2/2f/STS2013-en-test.zip", "test-gs"),
+        "14": ("8/8c/STS2014-en-test.zip", "sts-en-test-gs-2014"),
+        "15": ("d/da/STS2015-en-test.zip", "test_evaluation_task2a"),
+        "16": ("9/98/STS2016-en-test.zip", "sts2016-english-with-gs-v1.0"),
+    }
     for year, (url, inner) in zips.items():
         with zipfile.ZipFile(served / url.rsplit("/", 1)[1], "w") as z:
             for f in (root / "STS" / f"STS{year}-en-test").iterdir():
@@ -426,8 +441,11 @@ def test_download_script_original_releases(data, tmp_path):
                 z.writestr(f"{inner}/{name}", text)
     with tarfile.open(served / "Stsbenchmark.tar.gz", "w:gz") as tar:
         tar.add(root / "STS" / "STSBenchmark", "stsbenchmark")
-    for split, fname in [("train", "SICK_train.txt"), ("trial", "SICK_trial.txt"),
-                         ("test_annotated", "SICK_test_annotated.txt")]:
+    for split, fname in [
+        ("train", "SICK_train.txt"),
+        ("trial", "SICK_trial.txt"),
+        ("test_annotated", "SICK_test_annotated.txt"),
+    ]:
         with zipfile.ZipFile(served / f"sick_{split}.zip", "w") as z:
             z.writestr(fname, (root / "SICK" / fname).read_bytes())
             z.writestr("readme.txt", "SICK")

@@ -22,8 +22,9 @@ def _assert_same_tree(a, b):
 @pytest.mark.parametrize("pooler", ["cls", "avg", "cls_before_pooler"])
 def test_round_trip_and_third_party_loaders(tiny_model_dir, tmp_path, pooler):
     loaded = hf.load_pretrained(str(tiny_model_dir))
-    out = hf.save_pretrained(tmp_path / "export", loaded.config, loaded.params, loaded.tokenizer,
-                             pooler=pooler, keep_mlp=True)
+    out = hf.save_pretrained(
+        tmp_path / "export", loaded.config, loaded.params, loaded.tokenizer, pooler=pooler, keep_mlp=True
+    )
     again = hf.load_pretrained(str(out))
     mlp_survives = pooler == "cls" or loaded.config.model_type == "bert"
     _assert_same_tree(again.params["encoder"], loaded.params["encoder"])
@@ -37,6 +38,7 @@ def test_round_trip_and_third_party_loaders(tiny_model_dir, tmp_path, pooler):
 
     # sentence-transformers gives the Flax embeddings.
     from sentence_transformers import SentenceTransformer
+
     st_model = SentenceTransformer(str(out), device="cpu")
     theirs = st_model.encode(SENTENCES, convert_to_numpy=True, batch_size=4)
     ours = make_embed_fn(loaded.config, loaded.params, loaded.tokenizer, pooler=pooler)(SENTENCES)
@@ -59,13 +61,22 @@ def test_round_trip_and_third_party_loaders(tiny_model_dir, tmp_path, pooler):
 
 def test_export_without_mlp_and_with_normalize(tiny_distilbert_dir, tmp_path):
     loaded = hf.load_pretrained(str(tiny_distilbert_dir))
-    out = hf.save_pretrained(tmp_path / "export", loaded.config, loaded.params, loaded.tokenizer,
-                             pooler="cls", keep_mlp=False, normalize=True)
+    out = hf.save_pretrained(
+        tmp_path / "export",
+        loaded.config,
+        loaded.params,
+        loaded.tokenizer,
+        pooler="cls",
+        keep_mlp=False,
+        normalize=True,
+    )
     assert not (out / "2_Dense").exists()
     from sentence_transformers import SentenceTransformer
+
     theirs = SentenceTransformer(str(out), device="cpu").encode(SENTENCES, convert_to_numpy=True)
-    ours = make_embed_fn(loaded.config, loaded.params, loaded.tokenizer, pooler="cls", apply_mlp=False,
-                         normalize=True)(SENTENCES)
+    ours = make_embed_fn(loaded.config, loaded.params, loaded.tokenizer, pooler="cls", apply_mlp=False, normalize=True)(
+        SENTENCES
+    )
     np.testing.assert_allclose(ours, theirs, atol=1e-5, rtol=0)
     np.testing.assert_allclose(np.linalg.norm(ours, axis=-1), 1.0, atol=1e-6)
 
@@ -86,6 +97,7 @@ def test_export_refuses_non_empty_folder_and_leaves_nothing_half_written(tiny_di
 def test_real_minilm_matches_sentence_transformers(minilm_dir):
     """all-MiniLM-L6-v2: our avg-pooled embeddings vs SentenceTransformer, cosine ≥ 0.99999 each."""
     from sentence_transformers import SentenceTransformer
+
     words = "the a cat dog sat on mat quick brown fox jumps over lazy music plays loud soft city river".split()
     rng = np.random.default_rng(0)
     sentences = [" ".join(rng.choice(words, size=rng.integers(1, 40))) for _ in range(120)]

@@ -31,8 +31,11 @@ def padded_batch(tokenizer):
 def torch_outputs(model_dir, input_ids, attention_mask):
     model = transformers.AutoModel.from_pretrained(str(model_dir)).eval()
     with torch.no_grad():
-        return model(input_ids=torch.tensor(input_ids, dtype=torch.long),
-                     attention_mask=torch.tensor(attention_mask, dtype=torch.long), output_hidden_states=True)
+        return model(
+            input_ids=torch.tensor(input_ids, dtype=torch.long),
+            attention_mask=torch.tensor(attention_mask, dtype=torch.long),
+            output_hidden_states=True,
+        )
 
 
 def test_hidden_states_match_pytorch(tiny_model_dir):
@@ -57,14 +60,21 @@ def test_hidden_states_match_pytorch_in_the_nonlinear_range(scaled_bert_dir, sca
         ours = Encoder(loaded.config).apply({"params": loaded.params["encoder"]}, input_ids, attention_mask)
         model = transformers.AutoModel.from_pretrained(str(folder), attn_implementation="eager").eval()
         gelu_inputs = []
-        ffn = [layer.intermediate.dense if hasattr(layer, "intermediate") else layer.ffn.lin1
-               for layer in (model.encoder.layer if hasattr(model, "encoder") else model.transformer.layer)]
-        hooks = [module.register_forward_hook(lambda m, i, o, sink=gelu_inputs: sink.append(o.detach().numpy()))
-                 for module in ffn]
+        ffn = [
+            layer.intermediate.dense if hasattr(layer, "intermediate") else layer.ffn.lin1
+            for layer in (model.encoder.layer if hasattr(model, "encoder") else model.transformer.layer)
+        ]
+        hooks = [
+            module.register_forward_hook(lambda m, i, o, sink=gelu_inputs: sink.append(o.detach().numpy()))
+            for module in ffn
+        ]
         with torch.no_grad():
-            theirs = model(input_ids=torch.tensor(input_ids, dtype=torch.long),
-                           attention_mask=torch.tensor(attention_mask, dtype=torch.long),
-                           output_hidden_states=True, output_attentions=True)
+            theirs = model(
+                input_ids=torch.tensor(input_ids, dtype=torch.long),
+                attention_mask=torch.tensor(attention_mask, dtype=torch.long),
+                output_hidden_states=True,
+                output_attentions=True,
+            )
         for hook in hooks:
             hook.remove()
         real = attention_mask.astype(bool)
@@ -72,11 +82,17 @@ def test_hidden_states_match_pytorch_in_the_nonlinear_range(scaled_bert_dir, sca
         assert np.mean([np.mean(np.abs(x[real]) > 1.0) for x in gelu_inputs]) > 0.3
         assert max(float(a.max()) for a in theirs.attentions) > 0.9
         for index, (mine, reference) in enumerate(zip(ours.hidden_states, theirs.hidden_states)):
-            np.testing.assert_allclose(np.asarray(mine)[real], reference.numpy()[real], atol=1e-5, rtol=0,
-                                       err_msg=f"{folder.name} hidden state {index}")
+            np.testing.assert_allclose(
+                np.asarray(mine)[real],
+                reference.numpy()[real],
+                atol=1e-5,
+                rtol=0,
+                err_msg=f"{folder.name} hidden state {index}",
+            )
         if loaded.config.model_type == "bert":  # The pooler's tanh, also past its linear range.
-            pooled = SentenceEncoder(loaded.config, pooler="cls").apply({"params": loaded.params}, input_ids,
-                                                                       attention_mask)
+            pooled = SentenceEncoder(loaded.config, pooler="cls").apply(
+                {"params": loaded.params}, input_ids, attention_mask
+            )
             assert np.mean(np.abs(theirs.pooler_output.numpy()) > 0.76) > 0.3  # |pre-activation| > 1
             np.testing.assert_allclose(np.asarray(pooled), theirs.pooler_output.numpy(), atol=1e-5, rtol=0)
 
@@ -84,8 +100,9 @@ def test_hidden_states_match_pytorch_in_the_nonlinear_range(scaled_bert_dir, sca
 def test_real_minilm_hidden_states_match_pytorch_element_wise(minilm_dir):
     """all-MiniLM-L6-v2 (a real BERT): every one of its 7 hidden states, element-wise."""
     loaded = hf.load_pretrained(str(minilm_dir))
-    batch = loaded.tokenizer(SENTENCES + ["A quick brown fox jumps over the lazy dog near the riverbank."],
-                             padding=True, return_tensors="np")
+    batch = loaded.tokenizer(
+        SENTENCES + ["A quick brown fox jumps over the lazy dog near the riverbank."], padding=True, return_tensors="np"
+    )
     input_ids, attention_mask = batch["input_ids"].astype(np.int32), batch["attention_mask"].astype(np.int32)
     ours = Encoder(loaded.config).apply({"params": loaded.params["encoder"]}, input_ids, attention_mask)
     theirs = torch_outputs(minilm_dir, input_ids, attention_mask)
@@ -93,8 +110,9 @@ def test_real_minilm_hidden_states_match_pytorch_element_wise(minilm_dir):
     assert len(ours.hidden_states) == len(theirs.hidden_states) == 7
     for index, (mine, reference) in enumerate(zip(ours.hidden_states, theirs.hidden_states)):
         reference = reference.numpy()[real]
-        np.testing.assert_allclose(np.asarray(mine)[real], reference, atol=MINILM_ATOL, rtol=0,
-                                   err_msg=f"hidden state {index}")
+        np.testing.assert_allclose(
+            np.asarray(mine)[real], reference, atol=MINILM_ATOL, rtol=0, err_msg=f"hidden state {index}"
+        )
 
 
 def reference_pool(pooler, theirs, attention_mask, mlp):
@@ -104,10 +122,12 @@ def reference_pool(pooler, theirs, attention_mask, mlp):
     mean = lambda h: (h * mask).sum(1) / mask.sum(1)
     if pooler == "cls":
         return np.tanh(hidden[-1][:, 0] @ np.asarray(mlp["kernel"], np.float64) + np.asarray(mlp["bias"]))
-    return {"cls_before_pooler": lambda: hidden[-1][:, 0],
-            "avg": lambda: mean(hidden[-1]),
-            "avg_first_last": lambda: mean((hidden[1] + hidden[-1]) / 2),
-            "avg_top2": lambda: mean((hidden[-2] + hidden[-1]) / 2)}[pooler]()
+    return {
+        "cls_before_pooler": lambda: hidden[-1][:, 0],
+        "avg": lambda: mean(hidden[-1]),
+        "avg_first_last": lambda: mean((hidden[1] + hidden[-1]) / 2),
+        "avg_top2": lambda: mean((hidden[-2] + hidden[-1]) / 2),
+    }[pooler]()
 
 
 @pytest.mark.parametrize("pooler", POOLERS)
@@ -138,11 +158,16 @@ def test_mlm_head_and_prefixed_checkpoint_match_pytorch(tmp_path, model_type):
     input_ids, attention_mask = padded_batch(loaded.tokenizer)
     model = SentenceEncoder(loaded.config, with_mlm_head=True)
     ours = model.apply({"params": loaded.params}, input_ids, attention_mask, method=SentenceEncoder.mlm_logits)
-    reference = transformers.AutoModelForMaskedLM.from_pretrained(str(folder)).eval() if model_type == "distilbert" \
+    reference = (
+        transformers.AutoModelForMaskedLM.from_pretrained(str(folder)).eval()
+        if model_type == "distilbert"
         else transformers.BertForPreTraining.from_pretrained(str(folder)).eval()
+    )
     with torch.no_grad():
-        output = reference(input_ids=torch.tensor(input_ids, dtype=torch.long),
-                           attention_mask=torch.tensor(attention_mask, dtype=torch.long))
+        output = reference(
+            input_ids=torch.tensor(input_ids, dtype=torch.long),
+            attention_mask=torch.tensor(attention_mask, dtype=torch.long),
+        )
     logits = output.logits if model_type == "distilbert" else output.prediction_logits
     real = attention_mask.astype(bool)
     np.testing.assert_allclose(np.asarray(ours)[real], logits.numpy()[real], atol=2e-5, rtol=0)
@@ -153,10 +178,12 @@ def test_bfloat16_compute_keeps_float32_params_and_stays_close(tiny_distilbert_d
     input_ids, attention_mask = padded_batch(loaded.tokenizer)
     full = SentenceEncoder(loaded.config, pooler="avg").apply({"params": loaded.params}, input_ids, attention_mask)
     half = SentenceEncoder(loaded.config, pooler="avg", dtype=jnp.bfloat16).apply(
-        {"params": loaded.params}, input_ids, attention_mask)
+        {"params": loaded.params}, input_ids, attention_mask
+    )
     assert half.dtype == jnp.float32  # Poolers return float32 whatever the compute dtype.
     cosine = np.sum(np.asarray(full) * np.asarray(half), -1) / (
-        np.linalg.norm(full, axis=-1) * np.linalg.norm(half, axis=-1))
+        np.linalg.norm(full, axis=-1) * np.linalg.norm(half, axis=-1)
+    )
     assert cosine.min() > 0.99
 
 
@@ -164,26 +191,36 @@ def test_dropout_needs_rng_and_changes_outputs(tiny_distilbert_dir):
     loaded = hf.load_pretrained(str(tiny_distilbert_dir))
     input_ids, attention_mask = padded_batch(loaded.tokenizer)
     model = SentenceEncoder(loaded.config, pooler="avg")
-    apply = lambda key: model.apply({"params": loaded.params}, input_ids, attention_mask, deterministic=False,
-                                    rngs={"dropout": key})
+    apply = lambda key: model.apply(
+        {"params": loaded.params}, input_ids, attention_mask, deterministic=False, rngs={"dropout": key}
+    )
     first, again, other = apply(jax.random.key(1)), apply(jax.random.key(1)), apply(jax.random.key(2))
     np.testing.assert_array_equal(first, again)
     assert not np.allclose(first, other)
     no_dropout = SentenceEncoder(loaded.config.replace(hidden_dropout=0.0, attention_dropout=0.0), pooler="avg")
     np.testing.assert_allclose(
-        no_dropout.apply({"params": loaded.params}, input_ids, attention_mask, deterministic=False,
-                         rngs={"dropout": jax.random.key(1)}),
-        model.apply({"params": loaded.params}, input_ids, attention_mask), atol=1e-6)
+        no_dropout.apply(
+            {"params": loaded.params},
+            input_ids,
+            attention_mask,
+            deterministic=False,
+            rngs={"dropout": jax.random.key(1)},
+        ),
+        model.apply({"params": loaded.params}, input_ids, attention_mask),
+        atol=1e-6,
+    )
 
 
 def _tensor_names(folder):
     from safetensors import safe_open
+
     with safe_open(str(folder / "model.safetensors"), framework="np") as handle:
         return list(handle.keys())
 
 
 def _rewrite_tensors(folder, edit):
     from safetensors.numpy import load_file, save_file
+
     tensors = load_file(str(folder / "model.safetensors"))
     edit(tensors)
     save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
@@ -204,8 +241,9 @@ def test_missing_tensor_is_named(tiny_distilbert_dir, tmp_path):
 
 def test_wrong_shape_is_named(tiny_bert_dir, tmp_path):
     folder = _copy(tiny_bert_dir, tmp_path)
-    _rewrite_tensors(folder, lambda t: t.__setitem__("encoder.layer.0.attention.self.query.weight",
-                                                     np.zeros((32, 16), np.float32)))
+    _rewrite_tensors(
+        folder, lambda t: t.__setitem__("encoder.layer.0.attention.self.query.weight", np.zeros((32, 16), np.float32))
+    )
     with pytest.raises(hf.ModelLoadError, match=r"'encoder\.layer\.0\.attention\.self\.query\.weight' has shape"):
         hf.load_pretrained(str(folder))
 
@@ -261,8 +299,11 @@ def test_tf_era_layer_norm_names_and_prefixes_load(tiny_bert_dir, tmp_path):
 
     def rename(tensors):
         for name in list(tensors):
-            new = "bert." + name.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta")
+            new = "bert." + name.replace("LayerNorm.weight", "LayerNorm.gamma").replace(
+                "LayerNorm.bias", "LayerNorm.beta"
+            )
             tensors[new] = tensors.pop(name)
+
     _rewrite_tensors(folder, rename)
     assert any(name.endswith("LayerNorm.gamma") for name in _tensor_names(folder))
     reference = hf.load_pretrained(str(tiny_bert_dir))
@@ -274,6 +315,7 @@ def test_hub_ids_go_through_snapshot_download(tiny_distilbert_dir, monkeypatch):
     """A hub id is fetched with huggingface_hub (weights, configs, tokenizer only), then read as
     a local folder; offline, the failure names the id."""
     import huggingface_hub
+
     calls = []
 
     def fake_snapshot_download(repo_id, allow_patterns):
@@ -289,6 +331,7 @@ def test_hub_ids_go_through_snapshot_download(tiny_distilbert_dir, monkeypatch):
 
     def offline(repo_id, allow_patterns):
         raise OSError("offline")
+
     monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
     with pytest.raises(hf.ModelLoadError, match="someone/tiny-distilbert: no such local folder"):
         hf.load_pretrained("someone/tiny-distilbert")
@@ -300,7 +343,9 @@ def test_fused_attention_path_equals_the_explicit_one(tiny_bert_dir):
     input_ids, attention_mask = padded_batch(loaded.tokenizer)
     explicit = Encoder(loaded.config).apply({"params": loaded.params["encoder"]}, input_ids, attention_mask)
     fused = Encoder(loaded.config, attention_impl="dot_product_attention").apply(
-        {"params": loaded.params["encoder"]}, input_ids, attention_mask)
+        {"params": loaded.params["encoder"]}, input_ids, attention_mask
+    )
     real = attention_mask.astype(bool)
-    np.testing.assert_allclose(np.asarray(fused.last_hidden_state)[real],
-                               np.asarray(explicit.last_hidden_state)[real], atol=1e-5, rtol=0)
+    np.testing.assert_allclose(
+        np.asarray(fused.last_hidden_state)[real], np.asarray(explicit.last_hidden_state)[real], atol=1e-5, rtol=0
+    )

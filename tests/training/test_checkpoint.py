@@ -18,8 +18,13 @@ from helpers import ROOT, cpu_env, train_command
 # Long enough that a signal sent at step ~45 always lands mid-run (the test asserts it did): over
 # 100 steps of margin, each a logged, host-synchronised step.
 TOTAL_STEPS = 160
-RESUME_FLAGS = (f"--config.max_steps={TOTAL_STEPS}", "--config.log_every=1", "--config.checkpoint_every=10",
-                "--config.eval_every=0", "--config.eval.final_test=False")
+RESUME_FLAGS = (
+    f"--config.max_steps={TOTAL_STEPS}",
+    "--config.log_every=1",
+    "--config.checkpoint_every=10",
+    "--config.eval_every=0",
+    "--config.eval.final_test=False",
+)
 
 
 def losses_by_step(workdir) -> dict[int, float]:
@@ -29,12 +34,19 @@ def losses_by_step(workdir) -> dict[int, float]:
 
 def final_params(workdir):
     from distilface_jax.trained_model import load_run_model
+
     return jax.device_get(load_run_model(str(workdir)).params)
 
 
 def run_to_end(workdir, *flags, devices=1):
-    result = subprocess.run(train_command(workdir, *RESUME_FLAGS, *flags), env=cpu_env(devices), cwd=ROOT,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        train_command(workdir, *RESUME_FLAGS, *flags),
+        env=cpu_env(devices),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
@@ -44,8 +56,14 @@ def start_and_signal(workdir, signum, at_step, devices=1):
     workdir.parent.mkdir(parents=True, exist_ok=True)
     log = workdir.parent / f"{workdir.name}.{signum}.log"
     with open(log, "w") as output:  # A file, not a pipe: a full pipe would stall the child.
-        process = subprocess.Popen(train_command(workdir, *RESUME_FLAGS), env=cpu_env(devices), cwd=ROOT,
-                                   stdout=output, stderr=subprocess.STDOUT, text=True)
+        process = subprocess.Popen(
+            train_command(workdir, *RESUME_FLAGS),
+            env=cpu_env(devices),
+            cwd=ROOT,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
     deadline = time.time() + 240
     metrics = workdir / "metrics.jsonl"
     while time.time() < deadline and process.poll() is None:
@@ -99,20 +117,28 @@ def test_sigterm_saves_exits_zero_and_resumes_on_another_device_count(uninterrup
     resumed = losses_by_step(workdir)
     assert sorted(resumed) == sorted(expected_losses)
     # Same math, other reduction order: equal to float32 rounding, not bit for bit.
-    np.testing.assert_allclose([resumed[s] for s in sorted(resumed)],
-                               [expected_losses[s] for s in sorted(resumed)], rtol=1e-4, atol=1e-6)
-    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
-                           final_params(workdir), expected_params)
+    np.testing.assert_allclose(
+        [resumed[s] for s in sorted(resumed)], [expected_losses[s] for s in sorted(resumed)], rtol=1e-4, atol=1e-6
+    )
+    jax.tree_util.tree_map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), final_params(workdir), expected_params
+    )
 
 
 def test_contradicting_config_is_refused_and_nothing_changes(uninterrupted_dir, tmp_path):
     import shutil
+
     workdir = tmp_path / "run"
     shutil.copytree(uninterrupted_dir, workdir)
     before = sorted(os.listdir(workdir / "checkpoints")), (workdir / "metrics.jsonl").read_text()
-    result = subprocess.run(train_command(workdir, *RESUME_FLAGS, "--config.batch_size=16",
-                                          "--config.model.tiny.hidden_size=48"),
-                            env=cpu_env(), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        train_command(workdir, *RESUME_FLAGS, "--config.batch_size=16", "--config.model.tiny.hidden_size=48"),
+        env=cpu_env(),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 1
     assert "batch_size: checkpoint has 32, config has 16" in result.stderr
     assert "model shape dim: checkpoint has 32, now 48" in result.stderr
@@ -131,16 +157,19 @@ def _rewrite_saved_configs(workdir, edit) -> None:
 
 def test_workdir_from_before_mlp_init_resumes_and_another_head_is_refused(uninterrupted_dir, tmp_path):
     import shutil
+
     workdir = tmp_path / "run"
     shutil.copytree(uninterrupted_dir, workdir)
 
     def forget_new_keys(config):  # What a workdir written before these keys existed holds.
         del config["model"]["mlp_init"], config["loss"]["mlm_tie_decoder"]
+
     _rewrite_saved_configs(workdir, forget_new_keys)
     run_to_end(workdir)  # Resumes (here: finds it finished) without complaint.
     _rewrite_saved_configs(workdir, lambda config: config["model"].__setitem__("mlp_init", "pretrained"))
-    result = subprocess.run(train_command(workdir, *RESUME_FLAGS), env=cpu_env(), cwd=ROOT, capture_output=True,
-                            text=True, timeout=300)
+    result = subprocess.run(
+        train_command(workdir, *RESUME_FLAGS), env=cpu_env(), cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 1
     assert "model.mlp_init: checkpoint has 'pretrained', config has 'random'" in result.stderr
 
@@ -160,13 +189,17 @@ def _poisoning_optimizer(make_optimizer, poison_count):
             return jax.tree_util.tree_map(lambda u: u * factor, updates), (inner, count + 1)
 
         return optax.GradientTransformation(lambda p: (optimizer.init(p), jnp.zeros((), jnp.int32)), update), schedule
+
     return poisoned
 
 
-@pytest.mark.parametrize("poison_count, message", [
-    (12, "loss is nan at step 14"),  # NaN params after step 13 → the loss of step 14 is NaN.
-    (19, "parameters are not finite after step 20"),  # Step 20's loss is finite, but it is a save step.
-])
+@pytest.mark.parametrize(
+    "poison_count, message",
+    [
+        (12, "loss is nan at step 14"),  # NaN params after step 13 → the loss of step 14 is NaN.
+        (19, "parameters are not finite after step 20"),  # Step 20's loss is finite, but it is a save step.
+    ],
+)
 def test_non_finite_stops_the_run_and_never_reaches_a_checkpoint(tmp_path, monkeypatch, poison_count, message):
     from distilface_jax import trained_model
     from distilface_jax.training import trainer

@@ -31,8 +31,9 @@ def _ids(tokenizer, sentence, length=32):
 
 
 def test_unsupervised_skips_and_counts_blank_lines(tmp_path, tokenizer):
-    path = _write(tmp_path / "wiki.txt",
-                  "The man plays a guitar.\n\n   \nA dog chases the ball.\n\t\nOne bird sings.\n")
+    path = _write(
+        tmp_path / "wiki.txt", "The man plays a guitar.\n\n   \nA dog chases the ball.\n\t\nOne bird sings.\n"
+    )
     d = data.load_unsupervised(path, tokenizer, global_batch_size=2, max_seq_length=16)
     assert (d.num_examples, d.num_skipped_lines, d.num_views, d.max_seq_length) == (3, 3, 1, 16)
     assert d.steps_per_epoch == 1 and not d.from_cache
@@ -62,12 +63,14 @@ def test_token_type_ids_only_when_the_tokenizer_returns_them(tmp_path, tokenizer
 
 
 def test_supervised_with_and_without_hard_negatives(tmp_path, tokenizer):
-    path = _write(tmp_path / "nli.csv",
-                  "sent0,sent1,hard_neg\n"
-                  "a man plays a guitar,a man plays music,a woman eats bread\n"
-                  "\"a dog, running\",an animal runs,a cat sleeps\n"
-                  "a child reads,,a child sleeps\n"  # empty positive: skipped
-                  "NA,null,None\n")  # real words, not missing values
+    path = _write(
+        tmp_path / "nli.csv",
+        "sent0,sent1,hard_neg\n"
+        "a man plays a guitar,a man plays music,a woman eats bread\n"
+        '"a dog, running",an animal runs,a cat sleeps\n'
+        "a child reads,,a child sleeps\n"  # empty positive: skipped
+        "NA,null,None\n",
+    )  # real words, not missing values
     d = data.load_supervised(path, tokenizer, global_batch_size=3)
     assert (d.num_examples, d.num_views, d.num_skipped_lines) == (3, 3, 1)
     assert d.arrays["input_ids"].shape == (3, 3, 32)
@@ -109,7 +112,7 @@ def test_order_is_a_pure_function_of_seed_epoch_position():
         assert (data.global_batch_indices(n, gbs, 7, s) == batches[s]).all()
     assert any((data.global_batch_indices(n, gbs, 8, s) != batches[s]).any() for s in range(3))
     # Each epoch: distinct examples, all in range, a different permutation than the last.
-    epochs = [np.concatenate(batches[e * 10:(e + 1) * 10]) for e in range(3)]
+    epochs = [np.concatenate(batches[e * 10 : (e + 1) * 10]) for e in range(3)]
     for ep in epochs:
         assert len(np.unique(ep)) == 100 and ep.min() >= 0 and ep.max() < n
     assert (epochs[0] != epochs[1]).any()
@@ -202,8 +205,7 @@ def test_tiny_fixtures_are_deterministic_and_in_senteval_format(tmp_path, tokeni
     for name in ("a", "b"):
         tiny_data.write_tiny_sts(str(tmp_path / name), seed=1)
     files = sorted(
-        os.path.relpath(os.path.join(root, f), tmp_path / "a")
-        for root, _, fs in os.walk(tmp_path / "a") for f in fs
+        os.path.relpath(os.path.join(root, f), tmp_path / "a") for root, _, fs in os.walk(tmp_path / "a") for f in fs
     )
     assert "STS/STSBenchmark/sts-test.csv" in files and "SICK/SICK_test_annotated.txt" in files
     for year in range(12, 17):

@@ -13,8 +13,9 @@ from distilface_jax.training import distributed
 
 
 def flag_values(**given):
-    values = dict(coordinator_address=None, num_processes=None, process_id=None,
-                  local_device_ids=None, distributed="detect")
+    values = dict(
+        coordinator_address=None, num_processes=None, process_id=None, local_device_ids=None, distributed="detect"
+    )
     values.update(given)
     return values
 
@@ -26,19 +27,23 @@ def test_single_process_by_default():
 
 def test_explicit_flags():
     settings = distributed.distributed_settings(
-        flag_values(coordinator_address="10.0.0.2:8476", num_processes=4, process_id=3), {})
+        flag_values(coordinator_address="10.0.0.2:8476", num_processes=4, process_id=3), {}
+    )
     assert settings == dict(coordinator_address="10.0.0.2:8476", num_processes=4, process_id=3)
     settings = distributed.distributed_settings(
-        flag_values(coordinator_address="[::1]:1234", num_processes=2, process_id=0,
-                    local_device_ids=["0", "1"]), {})
+        flag_values(coordinator_address="[::1]:1234", num_processes=2, process_id=0, local_device_ids=["0", "1"]), {}
+    )
     assert settings["local_device_ids"] == [0, 1] and settings["coordinator_address"] == "[::1]:1234"
 
 
-@pytest.mark.parametrize("given, missing", [
-    (dict(coordinator_address="h:1"), ["--num_processes", "--process_id"]),
-    (dict(num_processes=2, process_id=0), ["--coordinator_address"]),
-    (dict(coordinator_address="h:1", num_processes=2), ["--process_id"]),
-])
+@pytest.mark.parametrize(
+    "given, missing",
+    [
+        (dict(coordinator_address="h:1"), ["--num_processes", "--process_id"]),
+        (dict(num_processes=2, process_id=0), ["--coordinator_address"]),
+        (dict(coordinator_address="h:1", num_processes=2), ["--process_id"]),
+    ],
+)
 def test_partial_flags_name_the_missing_ones(given, missing):
     with pytest.raises(ValueError) as error:
         distributed.distributed_settings(flag_values(**given), {})
@@ -46,39 +51,47 @@ def test_partial_flags_name_the_missing_ones(given, missing):
         assert flag in str(error.value)
 
 
-@pytest.mark.parametrize("given, flag", [
-    (dict(coordinator_address="h:1", num_processes=2, process_id=2), "--process_id"),
-    (dict(coordinator_address="h:1", num_processes=2, process_id=-1), "--process_id"),
-    (dict(coordinator_address="h:1", num_processes=0, process_id=0), "--num_processes"),
-    (dict(coordinator_address="hostonly", num_processes=2, process_id=0), "--coordinator_address"),
-    (dict(coordinator_address="h:port", num_processes=2, process_id=0), "--coordinator_address"),
-    (dict(coordinator_address=":1234", num_processes=2, process_id=0), "--coordinator_address"),
-    (dict(coordinator_address="h:1", num_processes=2, process_id=0, local_device_ids=["a"]),
-     "--local_device_ids"),
-    (dict(local_device_ids=["0"]), "--local_device_ids"),
-    (dict(coordinator_address="h:1", num_processes=2, process_id=0, distributed="off"), "--distributed=off"),
-])
+@pytest.mark.parametrize(
+    "given, flag",
+    [
+        (dict(coordinator_address="h:1", num_processes=2, process_id=2), "--process_id"),
+        (dict(coordinator_address="h:1", num_processes=2, process_id=-1), "--process_id"),
+        (dict(coordinator_address="h:1", num_processes=0, process_id=0), "--num_processes"),
+        (dict(coordinator_address="hostonly", num_processes=2, process_id=0), "--coordinator_address"),
+        (dict(coordinator_address="h:port", num_processes=2, process_id=0), "--coordinator_address"),
+        (dict(coordinator_address=":1234", num_processes=2, process_id=0), "--coordinator_address"),
+        (dict(coordinator_address="h:1", num_processes=2, process_id=0, local_device_ids=["a"]), "--local_device_ids"),
+        (dict(local_device_ids=["0"]), "--local_device_ids"),
+        (dict(coordinator_address="h:1", num_processes=2, process_id=0, distributed="off"), "--distributed=off"),
+    ],
+)
 def test_invalid_flags_are_named(given, flag):
     with pytest.raises(ValueError, match=flag):
         distributed.distributed_settings(flag_values(**given), {})
 
 
-@pytest.mark.parametrize("environ", [
-    {"TPU_WORKER_HOSTNAMES": "t1v-w-0,t1v-w-1,t1v-w-2,t1v-w-3", "TPU_WORKER_ID": "2"},
-    {"TPU_PROCESS_ADDRESSES": "10.0.0.1:8476,10.0.0.2:8476"},
-    {"MEGASCALE_NUM_SLICES": "2", "MEGASCALE_SLICE_ID": "1"},
-    {"MEGASCALE_COORDINATOR_ADDRESS": "10.0.0.1"},
-])
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {"TPU_WORKER_HOSTNAMES": "t1v-w-0,t1v-w-1,t1v-w-2,t1v-w-3", "TPU_WORKER_ID": "2"},
+        {"TPU_PROCESS_ADDRESSES": "10.0.0.1:8476,10.0.0.2:8476"},
+        {"MEGASCALE_NUM_SLICES": "2", "MEGASCALE_SLICE_ID": "1"},
+        {"MEGASCALE_COORDINATOR_ADDRESS": "10.0.0.1"},
+    ],
+)
 def test_multi_host_tpu_environment_means_auto_initialize(environ):
     assert distributed.distributed_settings(flag_values(), environ) == {}
     assert distributed.tpu_slice_in_environment(environ)
 
 
-@pytest.mark.parametrize("environ", [
-    {"TPU_WORKER_HOSTNAMES": "localhost", "TPU_WORKER_ID": "0"},  # single-host slice
-    {"CLOUD_TPU_TASK_ID": "0"},  # splits one host's chips; not a pod by itself
-    {"MEGASCALE_NUM_SLICES": "1"},
-])
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {"TPU_WORKER_HOSTNAMES": "localhost", "TPU_WORKER_ID": "0"},  # single-host slice
+        {"CLOUD_TPU_TASK_ID": "0"},  # splits one host's chips; not a pod by itself
+        {"MEGASCALE_NUM_SLICES": "1"},
+    ],
+)
 def test_single_host_tpu_environment_needs_no_initialize(environ):
     assert distributed.distributed_settings(flag_values(), environ) is None
 
@@ -109,6 +122,7 @@ def fake_initialize(monkeypatch):
 
 def test_flags_are_registered_once():
     from absl import flags
+
     distributed._define_flags()  # as if imported again: must not raise DuplicateFlagError
     for name in ("coordinator_address", "num_processes", "process_id", "local_device_ids", "distributed"):
         assert name in flags.FLAGS

@@ -27,8 +27,16 @@ def run(batch, num_devices, *, chunk_size, config=CONFIG, num_views=2, steps=2, 
     gradient_fn = make_grad_cache_fn(model, mesh, num_views, loss_config, chunk_size) if chunk_size else None
     params = {k: v for k, v in PARAMS.items() if k != "mlm_head"}
     state = create_train_state(params, optimizer, 0, sharding.replicated(mesh))
-    step = make_train_step(model, optimizer, lambda s: 0.1, mesh, num_views, loss_config,
-                           state_shardings(state, sharding.replicated(mesh)), gradient_fn)
+    step = make_train_step(
+        model,
+        optimizer,
+        lambda s: 0.1,
+        mesh,
+        num_views,
+        loss_config,
+        state_shardings(state, sharding.replicated(mesh)),
+        gradient_fn,
+    )
     losses = []
     for _ in range(steps):
         state, metrics = step(state, sharding.global_batch(batch, mesh))
@@ -36,12 +44,15 @@ def run(batch, num_devices, *, chunk_size, config=CONFIG, num_views=2, steps=2, 
     return losses, jax.device_get(state.params), step, state
 
 
-@pytest.mark.parametrize("num_devices, chunk_size, dropout", [
-    (2, 3, 0.0),  # 12 rows per device: 4 even chunks
-    (2, 5, 0.1),  # 12 rows per device: 2 chunks of 5 + a remainder of 2, dropout on
-    (1, 7, 0.1),  # 24 rows: 3 chunks of 7 + 3
-    (4, 8, 0.0),  # chunk larger than the 6 local rows: the remainder path only
-])
+@pytest.mark.parametrize(
+    "num_devices, chunk_size, dropout",
+    [
+        (2, 3, 0.0),  # 12 rows per device: 4 even chunks
+        (2, 5, 0.1),  # 12 rows per device: 2 chunks of 5 + a remainder of 2, dropout on
+        (1, 7, 0.1),  # 24 rows: 3 chunks of 7 + 3
+        (4, 8, 0.0),  # chunk larger than the 6 local rows: the remainder path only
+    ],
+)
 def test_grad_cache_equals_unchunked_step(num_devices, chunk_size, dropout):
     config = CONFIG.replace(hidden_dropout=dropout, attention_dropout=dropout)
     batch = make_batch(batch_size=24)

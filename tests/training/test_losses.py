@@ -136,8 +136,9 @@ def test_local_shards_sum_to_global_loss_and_grad(with_z3, w):
     """Sum over simulated devices of the local loss / B == the global loss, value and grad."""
     B, num_shards = 12, 3
     b = B // num_shards
-    z1, z2, z3 = (None if a is None else jnp.asarray(a, jnp.float32)
-                  for a in random_embeddings(B=B, with_z3=with_z3, seed=1))
+    z1, z2, z3 = (
+        None if a is None else jnp.asarray(a, jnp.float32) for a in random_embeddings(B=B, with_z3=with_z3, seed=1)
+    )
     kw = dict(temperature=0.05, hard_negative_weight=w)
 
     def global_loss(z1, z2, z3):
@@ -149,9 +150,7 @@ def test_local_shards_sum_to_global_loss_and_grad(with_z3, w):
         all_sums = []
         for s in range(num_shards):
             offset = jnp.asarray(s * b)
-            part, sums = losses.simcse_loss_local(
-                z1[s * b:(s + 1) * b], z2, z3, anchor_offset=offset, **kw
-            )
+            part, sums = losses.simcse_loss_local(z1[s * b : (s + 1) * b], z2, z3, anchor_offset=offset, **kw)
             total = total + part
             all_sums.append(sums)
         summed = jax.tree.map(lambda *x: sum(x), *all_sums)  # what psum would give
@@ -176,9 +175,7 @@ def test_local_loss_places_hard_negative_weight_at_own_column():
     z = jnp.eye(B)  # orthogonal rows: every cosine is 0 except identical rows
     # z3 == z1: each anchor's own hard negative has cos 1 like its positive.
     # With w → -inf the own hard negative vanishes and the loss is log(1 + e^-20 (B-1) + e^-20 B ...)
-    loss_sum, _ = losses.simcse_loss_local(
-        z[2:3], z, z, anchor_offset=2, temperature=1.0, hard_negative_weight=-1e9
-    )
+    loss_sum, _ = losses.simcse_loss_local(z[2:3], z, z, anchor_offset=2, temperature=1.0, hard_negative_weight=-1e9)
     # logits: positive 1, three zeros, hard negatives: three zeros and one (1 - 1e9).
     expected = -np.log(np.e / (np.e + 6.0))
     np.testing.assert_allclose(float(loss_sum), expected, rtol=1e-6)
@@ -199,9 +196,7 @@ def test_mlm_loss_matches_numpy():
     ref = -lp[keep, labels[keep]].mean()
     np.testing.assert_allclose(float(loss), ref, rtol=1e-5)
     assert float(m["mlm_num_tokens"]) == keep.sum()
-    np.testing.assert_allclose(
-        float(m["mlm_accuracy"]), (logits[keep].argmax(-1) == labels[keep]).mean(), rtol=1e-6
-    )
+    np.testing.assert_allclose(float(m["mlm_accuracy"]), (logits[keep].argmax(-1) == labels[keep]).mean(), rtol=1e-6)
     # Torch's CE with ignore_index gives the same number.
     t = torch.nn.functional.cross_entropy(
         torch.tensor(logits).reshape(-1, V), torch.tensor(labels).reshape(-1), ignore_index=-100
@@ -231,9 +226,9 @@ def _fake_batch(N=256, L=64, seed=0):
 
 def test_mask_tokens_statistics_and_specials():
     ids, mask = _fake_batch()
-    fn = jax.jit(functools.partial(
-        losses.mask_tokens, special_token_ids=SPECIALS, mask_token_id=MASK_ID, vocab_size=VOCAB
-    ))
+    fn = jax.jit(
+        functools.partial(losses.mask_tokens, special_token_ids=SPECIALS, mask_token_id=MASK_ID, vocab_size=VOCAB)
+    )
     masked, labels = map(np.asarray, fn(jax.random.key(0), ids, mask))
     ids, mask = np.asarray(ids), np.asarray(mask)
     assert masked.dtype == ids.dtype and labels.shape == ids.shape
@@ -264,8 +259,13 @@ def test_mask_tokens_probability_one_masks_every_eligible_token_in_3d():
     ids, mask = _fake_batch(N=8, L=16)
     ids3, mask3 = ids.reshape(4, 2, 16), mask.reshape(4, 2, 16)  # [N, K, L] works too
     _, labels = losses.mask_tokens(
-        jax.random.key(3), ids3, mask3, special_token_ids=SPECIALS, mask_token_id=MASK_ID,
-        vocab_size=VOCAB, mlm_probability=1.0,
+        jax.random.key(3),
+        ids3,
+        mask3,
+        special_token_ids=SPECIALS,
+        mask_token_id=MASK_ID,
+        vocab_size=VOCAB,
+        mlm_probability=1.0,
     )
     eligible = (np.asarray(mask3) == 1) & ~np.isin(np.asarray(ids3), SPECIALS)
     assert ((np.asarray(labels) != -100) == eligible).all()

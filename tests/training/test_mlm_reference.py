@@ -29,13 +29,15 @@ def mlm_model_dir(tmp_path_factory):
 def batch_of(tokenizer) -> dict:
     sentences = (SENTENCES + SENTENCES)[:8]  # 8 examples: one per simulated device
     encoded = tokenizer(sentences, padding="max_length", max_length=16, return_tensors="np")
-    return {name: encoded[name].astype(np.int32)[:, None, :] for name in ("input_ids", "attention_mask",
-                                                                           "token_type_ids")}  # [B, 1, L]
+    return {
+        name: encoded[name].astype(np.int32)[:, None, :] for name in ("input_ids", "attention_mask", "token_type_ids")
+    }  # [B, 1, L]
 
 
 def torch_reference(model_dir, batch: dict, masked_ids: np.ndarray, selected: np.ndarray):
     """contrastive + w · MLM, value and gradients, in PyTorch (dropout off, whole batch at once)."""
     import transformers
+
     model = transformers.BertForMaskedLM.from_pretrained(str(model_dir)).eval()
     predictions = model.cls.predictions
     # SimCSE's BertForCL: the decoder is a matrix of its own, starting from the checkpoint's (tied) value.
@@ -46,13 +48,15 @@ def torch_reference(model_dir, batch: dict, masked_ids: np.ndarray, selected: np
     def mean_pool(hidden):
         weights = mask[..., None].float()
         return (hidden * weights).sum(1) / weights.sum(1)
+
     z = mean_pool(model.bert(input_ids=ids, attention_mask=mask, token_type_ids=types).last_hidden_state)
     cosine = torch.nn.functional.cosine_similarity(z[:, None], z[None], dim=-1) / TEMPERATURE
     contrastive = torch.nn.functional.cross_entropy(cosine, torch.arange(len(z)))
     # The MLM rows are the views, example-major: row 2i + v is view v of example i.
     rows = lambda a: a.repeat_interleave(NUM_VIEWS, dim=0)
-    hidden = model.bert(input_ids=tensor(masked_ids), attention_mask=rows(mask),
-                        token_type_ids=rows(types)).last_hidden_state
+    hidden = model.bert(
+        input_ids=tensor(masked_ids), attention_mask=rows(mask), token_type_ids=rows(types)
+    ).last_hidden_state
     logits = predictions(hidden)  # [R, L, V]
     where = torch.tensor(selected)
     mlm = torch.nn.functional.cross_entropy(logits[where], rows(ids)[where])  # targets: the original tokens
@@ -71,22 +75,36 @@ def test_sharded_mlm_step_value_and_gradient_equal_hf_masked_lm(mlm_model_dir):
     loaded = hf.load_pretrained(str(mlm_model_dir), with_mlm_head=True)
     config = loaded.config.replace(hidden_dropout=0.0, attention_dropout=0.0)
     tokenizer = loaded.tokenizer
-    loss_config = LossConfig(temperature=TEMPERATURE, do_mlm=True, mlm_weight=MLM_WEIGHT,
-                             mlm_probability=MLM_PROBABILITY)
+    loss_config = LossConfig(
+        temperature=TEMPERATURE, do_mlm=True, mlm_weight=MLM_WEIGHT, mlm_probability=MLM_PROBABILITY
+    )
     vocabulary = MlmVocabulary.of(tokenizer, config.vocab_size)
     batch = batch_of(tokenizer)
     step_key = jax.random.fold_in(jax.random.key(5), 3)
     model = SentenceEncoder(config, pooler="avg", with_mlm_head=True)
     mesh = sharding.make_mesh()
     assert mesh.devices.size == 8
-    value_and_grad = jax.jit(jax.value_and_grad(
-        lambda params, batch: global_loss(params, batch, step_key, model=model, mesh=mesh, num_views=NUM_VIEWS,
-                                          loss_config=loss_config, deterministic=True,
-                                          mlm_vocabulary=vocabulary), has_aux=True))
+    value_and_grad = jax.jit(
+        jax.value_and_grad(
+            lambda params, batch: global_loss(
+                params,
+                batch,
+                step_key,
+                model=model,
+                mesh=mesh,
+                num_views=NUM_VIEWS,
+                loss_config=loss_config,
+                deterministic=True,
+                mlm_vocabulary=vocabulary,
+            ),
+            has_aux=True,
+        )
+    )
     (loss, metrics), grads = value_and_grad(loaded.params, sharding.global_batch(batch, mesh))
 
-    _, masked_ids, labels, _ = jax.jit(lambda b: mlm_inputs(b, step_key, 0, NUM_VIEWS, loss_config,
-                                                            vocabulary))(batch)  # one device, whole batch
+    _, masked_ids, labels, _ = jax.jit(lambda b: mlm_inputs(b, step_key, 0, NUM_VIEWS, loss_config, vocabulary))(
+        batch
+    )  # one device, whole batch
     selected = np.asarray(labels) != -100
     assert selected.sum() > 10 and (np.asarray(masked_ids)[selected] == tokenizer.mask_token_id).any()
     expected_loss, expected_mlm, expected = torch_reference(mlm_model_dir, batch, np.asarray(masked_ids), selected)
@@ -94,17 +112,22 @@ def test_sharded_mlm_step_value_and_gradient_equal_hf_masked_lm(mlm_model_dir):
     np.testing.assert_allclose(float(metrics["mlm_loss"]), expected_mlm, rtol=1e-5)
     np.testing.assert_allclose(float(loss), expected_loss, rtol=1e-5)
     grads = jax.device_get(grads)
-    ours = {f"bert.{name}": value for name, value in hf.to_hf_state_dict(config, grads).items()
-            if not name.startswith("pooler.")}  # avg pooling: no MLP head in the loss
+    ours = {
+        f"bert.{name}": value
+        for name, value in hf.to_hf_state_dict(config, grads).items()
+        if not name.startswith("pooler.")
+    }  # avg pooling: no MLP head in the loss
     head = grads["mlm_head"]
-    ours.update({
-        "cls.predictions.transform.dense.weight": head["transform"]["kernel"].T,
-        "cls.predictions.transform.dense.bias": head["transform"]["bias"],
-        "cls.predictions.transform.LayerNorm.weight": head["layer_norm"]["scale"],
-        "cls.predictions.transform.LayerNorm.bias": head["layer_norm"]["bias"],
-        "cls.predictions.decoder.weight": head["decoder"].T,
-        "cls.predictions.bias": head["bias"],
-    })
+    ours.update(
+        {
+            "cls.predictions.transform.dense.weight": head["transform"]["kernel"].T,
+            "cls.predictions.transform.dense.bias": head["transform"]["bias"],
+            "cls.predictions.transform.LayerNorm.weight": head["layer_norm"]["scale"],
+            "cls.predictions.transform.LayerNorm.bias": head["layer_norm"]["bias"],
+            "cls.predictions.decoder.weight": head["decoder"].T,
+            "cls.predictions.bias": head["bias"],
+        }
+    )
     assert set(ours) == set(expected), set(ours) ^ set(expected)
     # One absolute tolerance for all: attention key biases have an exactly zero true gradient, so
     # both sides hold float noise there, which a per-tensor relative tolerance would compare.
@@ -149,4 +172,4 @@ def test_step_masking_statistics_on_a_large_sample():
     first, second = selected[0::2], selected[1::2]
     both = eligible[0::2]
     agreement = (first == second)[both].mean()
-    assert abs(agreement - (0.15 ** 2 + 0.85 ** 2)) < 0.01
+    assert abs(agreement - (0.15**2 + 0.85**2)) < 0.01

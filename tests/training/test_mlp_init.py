@@ -28,6 +28,7 @@ def recipe(name: str, model_dir, **model_settings):
 def checkpoint_pooler(model_dir) -> tuple[np.ndarray, np.ndarray]:
     """BERT's pooler as the file holds it (torch layout [out, in]), read without project code."""
     from safetensors.numpy import load_file
+
     tensors = load_file(str(Path(model_dir) / "model.safetensors"))
     return tensors["pooler.dense.weight"], tensors["pooler.dense.bias"]
 
@@ -50,6 +51,7 @@ def test_random_head_is_fresh_seeded_and_ignores_the_pooler(scaled_bert_dir, tmp
     assert abs(np.corrcoef(kernel.ravel(), pooler_weight.T.ravel())[0, 1]) < 0.2  # not the pooler
     assert not np.allclose(bias, pooler_bias)
     from safetensors.numpy import load_file
+
     word = load_file(str(scaled_bert_dir / "model.safetensors"))["embeddings.word_embeddings.weight"]
     np.testing.assert_array_equal(model.params["encoder"]["embeddings"]["word_embeddings"]["embedding"], word)
     again = initial_model.initial_model(recipe("sup_bert", scaled_bert_dir), str(tmp_path))
@@ -69,7 +71,9 @@ def test_pretrained_head_is_the_checkpoint_pooler(scaled_bert_dir, tmp_path):
 
 def test_pretrained_head_without_one_in_the_checkpoint_is_an_error(tiny_distilbert_dir, tmp_path):
     with pytest.raises(ValueError, match="mlp_init='pretrained', but .* has no MLP head"):
-        initial_model.initial_model(recipe("unsup_distilbert", tiny_distilbert_dir, mlp_init="pretrained"), str(tmp_path))
+        initial_model.initial_model(
+            recipe("unsup_distilbert", tiny_distilbert_dir, mlp_init="pretrained"), str(tmp_path)
+        )
     with pytest.raises(ValueError, match="mlp_init must be one of"):
         initial_model.initial_model(recipe("unsup_distilbert", tiny_distilbert_dir, mlp_init="pooler"), str(tmp_path))
 
@@ -82,8 +86,11 @@ def test_resume_refuses_another_head_and_reads_old_configs_as_their_code_ran(tmp
     with pytest.raises(resume.ConfigMismatchError, match=refused):
         resume.check_resumable(changed, current, encoder, encoder, "ckpt")
     # A config saved before the key existed: that code kept a checkpoint's pooler when it had one.
-    old = dict(current, model={k: v for k, v in current["model"].items() if k != "mlp_init"},
-               loss={k: v for k, v in current["loss"].items() if k != "mlm_tie_decoder"})
+    old = dict(
+        current,
+        model={k: v for k, v in current["model"].items() if k != "mlp_init"},
+        loss={k: v for k, v in current["loss"].items() if k != "mlm_tie_decoder"},
+    )
     assert resume.with_legacy_keys(old, current, checkpoint_has_mlp=True)["model"]["mlp_init"] == "pretrained"
     with pytest.raises(resume.ConfigMismatchError, match="model.mlp_init"):
         resume.check_resumable(resume.with_legacy_keys(old, current, True), current, encoder, encoder, "ckpt")
@@ -98,6 +105,7 @@ def test_encode_of_a_simcse_checkpoint_keeps_its_pooler(scaled_bert_dir):
     """`encode`/`evaluate --model` read a released SimCSE BERT's pooler as its head, whatever
     the training default is."""
     from distilface_jax.interop import hf
+
     loaded = hf.load_pretrained(str(scaled_bert_dir))
     pooler_weight, _ = checkpoint_pooler(scaled_bert_dir)
     assert loaded.found_mlp

@@ -11,8 +11,14 @@ import numpy as np
 
 from helpers import ROOT, cpu_env, train_command
 
-FLAGS = ("--config.max_steps=12", "--config.log_every=1", "--config.checkpoint_every=6", "--config.eval_every=6",
-         "--config.eval.final_test=False", "--config.model.dropout=0.1")
+FLAGS = (
+    "--config.max_steps=12",
+    "--config.log_every=1",
+    "--config.checkpoint_every=6",
+    "--config.eval_every=6",
+    "--config.eval.final_test=False",
+    "--config.model.dropout=0.1",
+)
 
 
 def losses(workdir) -> dict[int, float]:
@@ -24,14 +30,36 @@ def test_two_processes_match_one_process_and_resume_in_one(tmp_path):
     # The reference run and the 2-process run are independent: both start at once (their start-up
     # and compile overlap instead of adding up).
     single = tmp_path / "single"
-    single_run = subprocess.Popen(train_command(single, *FLAGS), env=cpu_env(4), cwd=ROOT, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True)
+    single_run = subprocess.Popen(
+        train_command(single, *FLAGS),
+        env=cpu_env(4),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     multi = tmp_path / "multi"
     env = dict(cpu_env(2), PYTHON=sys.executable)
-    multi_run = subprocess.Popen(["bash", str(ROOT / "launch" / "local_multiprocess.sh"), "--num-processes", "2",
-                                  "--devices-per-process", "2", "--config", str(ROOT / "configs" / "tiny.py"),
-                                  "--workdir", str(multi), *FLAGS],
-                                 env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    multi_run = subprocess.Popen(
+        [
+            "bash",
+            str(ROOT / "launch" / "local_multiprocess.sh"),
+            "--num-processes",
+            "2",
+            "--devices-per-process",
+            "2",
+            "--config",
+            str(ROOT / "configs" / "tiny.py"),
+            "--workdir",
+            str(multi),
+            *FLAGS,
+        ],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     _, single_err = single_run.communicate(timeout=300)
     assert single_run.returncode == 0, single_err[-3000:]
     _, multi_err = multi_run.communicate(timeout=300)
@@ -41,13 +69,13 @@ def test_two_processes_match_one_process_and_resume_in_one(tmp_path):
     assert (info["num_processes"], info["num_devices"]) == (2, 4)
     expected = losses(single)
     assert sorted(losses(multi)) == sorted(expected) == list(range(1, 13))
-    np.testing.assert_allclose([losses(multi)[s] for s in range(1, 13)], [expected[s] for s in range(1, 13)],
-                               rtol=1e-5)
+    np.testing.assert_allclose([losses(multi)[s] for s in range(1, 13)], [expected[s] for s in range(1, 13)], rtol=1e-5)
 
     # The 2-process checkpoint of step 6 resumes in one process with 4 devices and finishes the run.
     shutil.rmtree(multi / "checkpoints" / "12")
-    result = subprocess.run(train_command(multi, *FLAGS), env=cpu_env(4), cwd=ROOT, capture_output=True,
-                            text=True, timeout=300)
+    result = subprocess.run(
+        train_command(multi, *FLAGS), env=cpu_env(4), cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     resumed = losses(multi)
     assert json.loads((multi / "run_info.json").read_text())["resumed_from_step"] == 6

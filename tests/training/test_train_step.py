@@ -21,16 +21,27 @@ PARAMS = step_params()
 LEARNING_RATE = 0.1
 
 
-def run_steps(batch, num_devices, *, config=CONFIG, optimizer=None, num_views=2, loss_config=LossConfig(),
-              steps=2, pooler="cls", seed=0):
+def run_steps(
+    batch,
+    num_devices,
+    *,
+    config=CONFIG,
+    optimizer=None,
+    num_views=2,
+    loss_config=LossConfig(),
+    steps=2,
+    pooler="cls",
+    seed=0,
+):
     mesh = sharding.make_mesh(jax.devices()[:num_devices])
     optimizer = optimizer or optax.sgd(LEARNING_RATE)
     schedule = lambda step: LEARNING_RATE
     model = SentenceEncoder(config, pooler=pooler, with_mlm_head=loss_config.do_mlm)
     params = PARAMS if loss_config.do_mlm else {k: v for k, v in PARAMS.items() if k != "mlm_head"}
     state = create_train_state(params, optimizer, seed, sharding.replicated(mesh))
-    step = make_train_step(model, optimizer, schedule, mesh, num_views, loss_config,
-                           state_shardings(state, sharding.replicated(mesh)))
+    step = make_train_step(
+        model, optimizer, schedule, mesh, num_views, loss_config, state_shardings(state, sharding.replicated(mesh))
+    )
     history = []
     for _ in range(steps):
         state, metrics = step(state, sharding.global_batch(batch, mesh))
@@ -45,8 +56,9 @@ def reference_sgd_step(batch, *, hard_negatives=False, hard_negative_weight=0.0)
     params = {k: v for k, v in PARAMS.items() if k != "mlm_head"}
 
     def loss_fn(params):
-        embed = lambda view: model.apply({"params": params}, batch["input_ids"][:, view],
-                                         batch["attention_mask"][:, view])
+        embed = lambda view: model.apply(
+            {"params": params}, batch["input_ids"][:, view], batch["attention_mask"][:, view]
+        )
         views = batch["input_ids"].shape[1]
         z1, z2 = embed(0), embed(1 if views > 1 else 0)
         z3 = embed(2) if hard_negatives else None
@@ -69,8 +81,7 @@ def test_unsupervised_step_equals_unsharded_reference(num_devices):
 def test_supervised_hard_negative_step_equals_unsharded_reference(weight):
     batch = make_batch(num_views=3)
     reference_loss, reference_params = reference_sgd_step(batch, hard_negatives=True, hard_negative_weight=weight)
-    params, history = run_steps(batch, 8, num_views=3, steps=1,
-                                loss_config=LossConfig(hard_negative_weight=weight))
+    params, history = run_steps(batch, 8, num_views=3, steps=1, loss_config=LossConfig(hard_negative_weight=weight))
     np.testing.assert_allclose(history[0]["loss"], reference_loss, rtol=1e-5)
     assert_trees_close(params, reference_params)
 
@@ -112,8 +123,7 @@ def test_two_views_differ_only_with_dropout():
     model = SentenceEncoder(CONFIG.replace(hidden_dropout=0.1, attention_dropout=0.1))
     first = device_embeddings(model, params, batch, key, 0, 2, deterministic=False)
     np.testing.assert_array_equal(first, device_embeddings(model, params, batch, key, 0, 2, deterministic=False))
-    assert not np.allclose(first, device_embeddings(model, params, batch, jax.random.key(4), 0, 2,
-                                                    deterministic=False))
+    assert not np.allclose(first, device_embeddings(model, params, batch, jax.random.key(4), 0, 2, deterministic=False))
 
 
 def test_batch_not_divisible_by_devices_is_a_clear_error():

@@ -41,14 +41,26 @@ ROWS = [  # sent0, sent1, hard_neg
 ]
 # Every math-changing setting at a non-default value (the defaults are SimCSE's sup recipe, below).
 SETTINGS = {
-    "learning_rate": 2e-3, "warmup_steps": 2, "weight_decay": 0.3, "max_grad_norm": 0.05,
-    "adam_b1": 0.8, "adam_b2": 0.95, "adam_eps": 1e-4,
-    "loss.temperature": 0.1, "loss.hard_negative_weight": 0.7,
+    "learning_rate": 2e-3,
+    "warmup_steps": 2,
+    "weight_decay": 0.3,
+    "max_grad_norm": 0.05,
+    "adam_b1": 0.8,
+    "adam_b2": 0.95,
+    "adam_eps": 1e-4,
+    "loss.temperature": 0.1,
+    "loss.hard_negative_weight": 0.7,
 }
 DEFAULTS = {
-    "learning_rate": 5e-5, "warmup_steps": 0, "weight_decay": 0.0, "max_grad_norm": 1.0,
-    "adam_b1": 0.9, "adam_b2": 0.999, "adam_eps": 1e-8,
-    "loss.temperature": 0.05, "loss.hard_negative_weight": 0.0,
+    "learning_rate": 5e-5,
+    "warmup_steps": 0,
+    "weight_decay": 0.0,
+    "max_grad_norm": 1.0,
+    "adam_b1": 0.9,
+    "adam_b2": 0.999,
+    "adam_eps": 1e-8,
+    "loss.temperature": 0.05,
+    "loss.hard_negative_weight": 0.0,
 }
 LOSS_RTOL, PARAM_ATOL = 1e-5, 2e-6  # measured gaps: 4e-7 (relative), 2.4e-7 (absolute)
 
@@ -57,10 +69,12 @@ def parse_like_the_cli(argv: list[str]):
     """The config exactly as `python -m distilface_jax.train` builds it from its flags."""
     from absl import flags
     from ml_collections import config_flags
+
     flag_values = flags.FlagValues()
     # train.py's definition; `sys_argv` stands for the command line the overrides are read from.
-    config_flags.DEFINE_config_file("config", None, "", flag_values=flag_values, lock_config=True,
-                                    sys_argv=["train", *argv])
+    config_flags.DEFINE_config_file(
+        "config", None, "", flag_values=flag_values, lock_config=True, sys_argv=["train", *argv]
+    )
     flag_values(["train", *argv])
     return flag_values.config
 
@@ -71,31 +85,45 @@ def parse_like_the_cli(argv: list[str]):
 def reference_run(model_dir: Path, settings: dict) -> dict:
     """SimCSE's supervised training, as its HF Trainer runs it, in plain PyTorch + transformers."""
     import transformers
+
     model = transformers.BertModel.from_pretrained(str(model_dir)).eval()  # eval: dropout off
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(model_dir))
-    columns = [tokenizer([row[k] for row in ROWS], padding="max_length", max_length=MAX_LENGTH, truncation=True,
-                         return_tensors="pt") for k in range(3)]
+    columns = [
+        tokenizer(
+            [row[k] for row in ROWS], padding="max_length", max_length=MAX_LENGTH, truncation=True, return_tensors="pt"
+        )
+        for k in range(3)
+    ]
     temperature, weight = settings["loss.temperature"], settings["loss.hard_negative_weight"]
 
     def simcse_loss():  # SimCSE's cl_forward: cls pooler with the MLP head (= BERT's pooler here).
         z1, z2, z3 = (model(**column).pooler_output for column in columns)
         cosine = torch.nn.functional.cosine_similarity
-        logits = torch.cat([cosine(z1[:, None], z2[None], dim=-1) / temperature,
-                            cosine(z1[:, None], z3[None], dim=-1) / temperature + weight * torch.eye(BATCH)], dim=1)
+        logits = torch.cat(
+            [
+                cosine(z1[:, None], z2[None], dim=-1) / temperature,
+                cosine(z1[:, None], z3[None], dim=-1) / temperature + weight * torch.eye(BATCH),
+            ],
+            dim=1,
+        )
         return torch.nn.functional.cross_entropy(logits, torch.arange(BATCH))
 
     named = list(model.named_parameters())
     no_decay = [p for n, p in named if n.endswith("bias") or "LayerNorm.weight" in n]  # HF Trainer's groups
     decay = [p for n, p in named if not (n.endswith("bias") or "LayerNorm.weight" in n)]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": settings["weight_decay"]},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=settings["learning_rate"],
-                                  betas=(settings["adam_b1"], settings["adam_b2"]), eps=settings["adam_eps"])
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": settings["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=settings["learning_rate"],
+        betas=(settings["adam_b1"], settings["adam_b2"]),
+        eps=settings["adam_eps"],
+    )
     warmup = settings["warmup_steps"]
 
     def linear(step):  # transformers.get_linear_schedule_with_warmup
         if step < warmup:
             return step / max(1, warmup)
         return max(0.0, (STEPS - step) / max(1, STEPS - warmup))
+
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, linear)
     losses, learning_rates, gradient_norms = [], [], []
     for _ in range(STEPS):
@@ -107,10 +135,13 @@ def reference_run(model_dir: Path, settings: dict) -> dict:
         learning_rates.append(schedule.get_last_lr()[0])
         optimizer.step()
         schedule.step()
-    return {"loss": np.array(losses), "learning_rate": np.array(learning_rates),
-            "gradient_norm": np.array(gradient_norms),
-            "params": {n: p.detach().numpy().copy() for n, p in named},
-            "final_learning_rate": schedule.get_last_lr()[0]}
+    return {
+        "loss": np.array(losses),
+        "learning_rate": np.array(learning_rates),
+        "gradient_norm": np.array(gradient_norms),
+        "params": {n: p.detach().numpy().copy() for n, p in named},
+        "final_learning_rate": schedule.get_last_lr()[0],
+    }
 
 
 # ----------------------------------------------------------------------------- the run
@@ -128,12 +159,27 @@ def run(scaled_bert_dir, tmp_path_factory):
     with data_file.open("w", newline="") as handle:
         csv.writer(handle).writerows([("sent0", "sent1", "hard_neg"), *ROWS])
     workdir = folder / "run"
-    overrides = {**SETTINGS, "model.name_or_path": scaled_bert_dir, "model.mlp_init": "pretrained",
-                 "model.dropout": 0.0, "model.attention_dropout": 0.0, "data.train_file": data_file,
-                 "data.max_seq_length": MAX_LENGTH, "batch_size": BATCH, "max_steps": STEPS, "log_every": 1,
-                 "eval_every": 0, "eval.final_test": False, "checkpoint_every": STEPS}
-    config = parse_like_the_cli([f"--config={ROOT / 'configs' / 'sup_bert.py'}",
-                                 *(f"--config.{key}={value}" for key, value in overrides.items())])
+    overrides = {
+        **SETTINGS,
+        "model.name_or_path": scaled_bert_dir,
+        "model.mlp_init": "pretrained",
+        "model.dropout": 0.0,
+        "model.attention_dropout": 0.0,
+        "data.train_file": data_file,
+        "data.max_seq_length": MAX_LENGTH,
+        "batch_size": BATCH,
+        "max_steps": STEPS,
+        "log_every": 1,
+        "eval_every": 0,
+        "eval.final_test": False,
+        "checkpoint_every": STEPS,
+    }
+    config = parse_like_the_cli(
+        [
+            f"--config={ROOT / 'configs' / 'sup_bert.py'}",
+            *(f"--config.{key}={value}" for key, value in overrides.items()),
+        ]
+    )
     for key, value in SETTINGS.items():  # The overrides really arrived.
         node = config
         for part in key.split("."):
@@ -145,10 +191,13 @@ def run(scaled_bert_dir, tmp_path_factory):
     assert [r["step"] for r in records] == list(range(1, STEPS + 1))
     model = trained_model.load_run_model(str(workdir))
     params = hf.to_hf_state_dict(model.config, model.params)  # HF names: BertModel's state dict
-    return {"loss": np.array([r["loss"] for r in records]),
-            "learning_rate": np.array([r["learning_rate"] for r in records]),
-            "gradient_norm": np.array([r["gradient_norm"] for r in records]),
-            "params": params, "model_dir": scaled_bert_dir}
+    return {
+        "loss": np.array([r["loss"] for r in records]),
+        "learning_rate": np.array([r["learning_rate"] for r in records]),
+        "gradient_norm": np.array([r["gradient_norm"] for r in records]),
+        "params": params,
+        "model_dir": scaled_bert_dir,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -183,6 +232,7 @@ def test_learning_rate_schedule_warms_up_then_decays_linearly(run, reference):
     np.testing.assert_allclose(run["learning_rate"], reference["learning_rate"], rtol=1e-6, atol=1e-12)
     np.testing.assert_allclose(run["learning_rate"], peak * np.array([0.0, 0.5, 1.0, 2 / 3, 1 / 3]), rtol=1e-6)
     from distilface_jax.training.optimizer import learning_rate_schedule
+
     after_last = float(learning_rate_schedule(peak, STEPS, SETTINGS["warmup_steps"])(STEPS))
     assert after_last == reference["final_learning_rate"] == 0.0
 
@@ -195,5 +245,8 @@ def test_each_setting_alone_changes_the_run(run, reference, setting):
     loss_gap = float(np.max(np.abs(variant["loss"] - run["loss"]) / np.abs(run["loss"])))
     param_gap = max_param_difference(run["params"], variant["params"])
     schedule_gap = float(np.max(np.abs(variant["learning_rate"] - run["learning_rate"])))
-    assert loss_gap > 100 * LOSS_RTOL or param_gap > 100 * PARAM_ATOL or schedule_gap > 1e-6, \
-        (setting, loss_gap, param_gap)
+    assert loss_gap > 100 * LOSS_RTOL or param_gap > 100 * PARAM_ATOL or schedule_gap > 1e-6, (
+        setting,
+        loss_gap,
+        param_gap,
+    )

@@ -156,7 +156,8 @@ def test_cli_warns_about_modules_it_does_not_apply(tiny_distilbert_dir, tmp_path
     )
     (folder / "2_Dense").mkdir()
     (folder / "2_Dense" / "config.json").write_text(
-        json.dumps({"in_features": 32, "out_features": 8, "activation_function": "torch.nn.modules.linear.Identity"})
+        # ReLU: a linear Dense (a distilled student's kept width map) is applied, this one is not.
+        json.dumps({"in_features": 32, "out_features": 8, "activation_function": "torch.nn.modules.activation.ReLU"})
     )
     (tmp_path / "in.txt").write_text("a cat\n")
     assert (

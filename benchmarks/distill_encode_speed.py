@@ -3,7 +3,7 @@
     PYTHONPATH=. python benchmarks/distill_encode_speed.py --student EXPORTED_DIR --teacher TEACHER_DIR \
         --input sentences.txt [--lines 2000] [--rounds 3]
 
-Both models go through `distilface_jax.encode`'s argument parsing and `cli_model.build_embed_fn`
+Both models go through `distilface_jax.encode`'s argument parsing and `cli.model_arguments.build_embed_fn`
 (the same bucketed, jitted embedder `python -m distilface_jax.encode --model DIR` uses); loading
 and the first (compiling) call are excluded, then the two are timed alternately, `--rounds`
 times each, so a shared machine's load changes hit both alike. Reports the best round of each.
@@ -21,13 +21,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from distilface_jax import encode
-from distilface_jax.cli import model_arguments as cli_model  # noqa: E402
+from distilface_jax.cli import model_arguments  # noqa: E402
 
 
 def embedder(model_dir: str):
     parser = argparse.ArgumentParser()
-    cli_model.add_model_arguments(parser)
-    return cli_model.build_embed_fn(parser.parse_args(["--model", model_dir]))
+    model_arguments.add_model_arguments(parser)
+    return model_arguments.build_embed_fn(parser.parse_args(["--model", model_dir]))
 
 
 def main() -> None:

@@ -66,7 +66,7 @@ def st_scores(model, suite) -> dict:
 
 
 def run_ours(args, suite, teacher_dir: str) -> dict:
-    from distilface_jax import trained_model as run_model  # (old module name kept in the body)
+    from distilface_jax import trained_model
 
     workdir = args.out / "ours"
     steps_per_epoch = sum(1 for line in open(args.train_file, encoding="utf-8") if line.strip()) // args.batch_size
@@ -107,7 +107,7 @@ def run_ours(args, suite, teacher_dir: str) -> dict:
     del records
     epochs = {}
     for epoch in range(1, args.epochs + 1):
-        model = run_model.load_run_model(str(workdir), step=str(epoch * steps_per_epoch))
+        model = trained_model.load_run_model(str(workdir), step=str(epoch * steps_per_epoch))
         epochs[epoch] = our_scores(model.config, model.params, model.tokenizer, model.pooler, suite)
         log(f"ours epoch {epoch}: {epochs[epoch]}")
     student_dir = args.out / "ours_student"
@@ -128,7 +128,7 @@ def run_ours(args, suite, teacher_dir: str) -> dict:
         cwd=REPO,
         env=dict(os.environ, PYTHONPATH=str(REPO)),
     )
-    best = run_model.load_run_model(str(workdir), step="best").step
+    best = trained_model.load_run_model(str(workdir), step="best").step
     from sentence_transformers import SentenceTransformer
 
     exported = st_scores(SentenceTransformer(str(student_dir), device="cpu"), suite)

@@ -31,7 +31,7 @@ import ml_collections
 import numpy as np
 
 from distilface_jax import (
-    run_folder as workdir_files,  # (the name of the module's old home: workdir_files.py)
+    run_folder,
     trained_model,
 )
 from distilface_jax.distill import student as student_lib, teacher as teacher_lib
@@ -105,7 +105,7 @@ class Distiller:
             tokens = data.tokenize_views([sentences], self.teacher.tokenizer, length)
             extra = {TEACHER_PREFIX + name: array for name, array in tokens.items()}
         else:
-            cache_dir = config.data.cache_dir or (None if workdir_files.is_remote(workdir) else f"{workdir}/cache")
+            cache_dir = config.data.cache_dir or (None if run_folder.is_remote(workdir) else f"{workdir}/cache")
             path = cache_dir and teacher_lib.cache_path(
                 cache_dir, source.name, source.fingerprint(), self.teacher, len(sentences)
             )
@@ -149,7 +149,7 @@ class Distiller:
             "keep_projection": bool(keep_projection and has_projection),
             "max_length": self.teacher.max_length,
         }
-        workdir_files.write_text(workdir_files.path(workdir, DESCRIPTION_FILE), json.dumps(description, indent=2))
+        run_folder.write_text(run_folder.path(workdir, DESCRIPTION_FILE), json.dumps(description, indent=2))
 
 
 def _read_corpus(train_file: str):
@@ -228,5 +228,5 @@ def prepare(config, workdir: str) -> Distiller:
 
 
 def read_description(workdir: str) -> Optional[dict]:
-    path = workdir_files.path(workdir, DESCRIPTION_FILE)
+    path = run_folder.path(workdir, DESCRIPTION_FILE)
     return json.loads(path.read_text()) if path.exists() else None

@@ -5,7 +5,7 @@ Per device (shard_map over `data`): embed the local student rows, take the local
 embeddings (read from the batch when cached, or computed here by the frozen teacher, without
 dropout and without gradient), sum the objective's terms, psum. The value and gradient are
 those of the global batch: a replicated parameter's gradient comes back summed over devices,
-which is the gradient of the psum-ed loss (see train_step.py).
+which is the gradient of the psum-ed loss (see training/step.py).
 """
 
 from __future__ import annotations

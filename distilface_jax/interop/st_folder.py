@@ -131,18 +131,23 @@ def _mlp_dense_path(folder: Path, hidden_size: int) -> Optional[str]:
     return None
 
 
-def read_mlp_dense(folder: Path, hidden_size: int) -> Optional[dict]:
-    """The MLP head's weights from a sentence-transformers folder, if it has one."""
-    path = _mlp_dense_path(folder, hidden_size)
-    if path is None:
+def _read_dense(module_folder: Optional[Path]) -> Optional[dict]:
+    """{"kernel" [in, out], "bias" [out]} of a Dense module folder (torch's Linear stores Wᵀ)."""
+    if module_folder is None:
         return None
     from safetensors.numpy import load_file
 
-    weights = load_file(str(folder / path / "model.safetensors"))
+    weights = load_file(str(module_folder / "model.safetensors"))
     return {
         "kernel": np.ascontiguousarray(weights["linear.weight"].T.astype(np.float32)),
         "bias": weights["linear.bias"].astype(np.float32),
     }
+
+
+def read_mlp_dense(folder: Path, hidden_size: int) -> Optional[dict]:
+    """The MLP head's weights from a sentence-transformers folder, if it has one."""
+    path = _mlp_dense_path(folder, hidden_size)
+    return _read_dense(None if path is None else folder / path)
 
 
 def _linear_dense_path(folder: Path) -> Optional[str]:
@@ -162,15 +167,7 @@ def _linear_dense_path(folder: Path) -> Optional[str]:
 def read_linear_dense(folder: Path) -> Optional[dict]:
     """{"kernel" [D_s, D_t], "bias" [D_t]} of that module (the `projection` subtree), if any."""
     path = _linear_dense_path(folder)
-    if path is None:
-        return None
-    from safetensors.numpy import load_file
-
-    weights = load_file(str(folder / path / "model.safetensors"))
-    return {
-        "kernel": np.ascontiguousarray(weights["linear.weight"].T.astype(np.float32)),
-        "bias": weights["linear.bias"].astype(np.float32),
-    }
+    return _read_dense(None if path is None else folder / path)
 
 
 def read_pooler(folder: Path) -> Optional[tuple[str, bool]]:

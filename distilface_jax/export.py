@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from distilface_jax import run_folder
 from distilface_jax.cli.model_arguments import STEP_HELP, make_parser
 from distilface_jax.cli.policy import UsageError, configure_output, run_main
 
@@ -55,7 +56,7 @@ def _export(args) -> int:
     from distilface_jax.interop import hf
 
     _check_out(args.out, args.overwrite)
-    if "://" not in args.workdir and not Path(args.workdir).is_dir():
+    if not run_folder.is_remote(args.workdir) and not Path(args.workdir).is_dir():
         raise UsageError(f"--workdir {args.workdir}: no such folder")
     try:
         model = trained_model.load_run_model(args.workdir, step=args.step)

@@ -12,7 +12,7 @@ the one atomic write.
     WORKDIR/profile/                     a `profile_steps` trace (PROFILE_DIR)
     WORKDIR/cache/                       tokenized data (CACHE_DIR; `data.cache_dir` moves it)
     WORKDIR/builtin/                     the generated `builtin:tiny` demo files (BUILTIN_DIR)
-    WORKDIR/distill.json                 a distilled student's read-out (distill/run.py)
+    WORKDIR/distill.json                 a distilled student's read-out (DISTILL_FILE; distill/run.py)
 
 Orbax writes checkpoints to a local disk or a bucket (gs://, through `etils.epath`) itself;
 `write_text`, `append_line`, `save_folder` and `load_folder` do the same for the run's small
@@ -48,6 +48,7 @@ STS_TEST_FILE = "sts_test.json"
 PROFILE_DIR = "profile"
 CACHE_DIR = "cache"
 BUILTIN_DIR = "builtin"
+DISTILL_FILE = "distill.json"  # a distilled student: its teacher pipeline and width map
 
 
 # ----------------------------------------------------------------------------- paths

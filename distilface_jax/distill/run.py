@@ -48,8 +48,6 @@ from distilface_jax.training import data, initial_model, tiny_data
 
 logger = logging.getLogger(__name__)
 
-DESCRIPTION_FILE = "distill.json"  # WORKDIR/distill.json: how the student's embedding is read out
-
 
 def distill_block() -> ml_collections.ConfigDict:
     """The `config.distill` defaults (added by distillation configs only, so SimCSE configs and
@@ -149,7 +147,7 @@ class Distiller:
             "keep_projection": bool(keep_projection and has_projection),
             "max_length": self.teacher.max_length,
         }
-        run_folder.write_text(run_folder.path(workdir, DESCRIPTION_FILE), json.dumps(description, indent=2))
+        run_folder.write_text(run_folder.path(workdir, run_folder.DISTILL_FILE), json.dumps(description, indent=2))
 
 
 def _read_corpus(train_file: str):
@@ -228,5 +226,5 @@ def prepare(config, workdir: str) -> Distiller:
 
 
 def read_description(workdir: str) -> Optional[dict]:
-    path = run_folder.path(workdir, DESCRIPTION_FILE)
+    path = run_folder.path(workdir, run_folder.DISTILL_FILE)
     return json.loads(path.read_text()) if path.exists() else None

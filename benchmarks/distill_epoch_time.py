@@ -68,23 +68,13 @@ def time_ours(args, round_index: int) -> float:
 
 
 def time_peer(args, labels, sentences) -> float:
-    import torch
     from datasets import Dataset
-    from sentence_transformers import (
-        SentenceTransformer,
-        SentenceTransformerTrainer,
-        SentenceTransformerTrainingArguments,
-    )
+    from distill_minilm import peer_student, peer_training_arguments  # the recorded experiment's peer
+    from sentence_transformers import SentenceTransformerTrainer
     from sentence_transformers.sentence_transformer.losses import MSELoss
     from transformers import TrainerCallback
 
-    student = SentenceTransformer(str(args.teacher), device="cpu")
-    auto_model = student[0].auto_model
-    auto_model.encoder.layer = torch.nn.ModuleList(
-        [layer for i, layer in enumerate(auto_model.encoder.layer) if i in args.layers]
-    )
-    auto_model.config.num_hidden_layers = len(args.layers)
-    student.max_seq_length = args.max_seq_length
+    student = peer_student(args.teacher, args.layers, args.max_seq_length)
     dataset = Dataset.from_dict({"sentence": sentences, "label": labels.tolist()})
     stamps = []
 
@@ -92,21 +82,12 @@ def time_peer(args, labels, sentences) -> float:
         def on_step_end(self, *_, **__):
             stamps.append(time.perf_counter())
 
-    training_args = SentenceTransformerTrainingArguments(
-        output_dir=str(args.out / "peer_trainer"),
-        max_steps=args.steps,
-        per_device_train_batch_size=64,
+    training_args = peer_training_arguments(
+        args.out / "peer_trainer",
         learning_rate=args.learning_rate,
-        lr_scheduler_type="linear",
-        warmup_steps=0,
-        weight_decay=0.0,
-        max_grad_norm=1.0,
-        save_strategy="no",
+        batch_size=64,
         logging_steps=1000,
-        seed=0,
-        dataloader_drop_last=True,
-        report_to="none",
-        use_cpu=True,
+        max_steps=args.steps,
     )
     SentenceTransformerTrainer(
         model=student, args=training_args, train_dataset=dataset, loss=MSELoss(student), callbacks=[Stamp()]

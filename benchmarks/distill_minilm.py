@@ -146,14 +146,48 @@ def run_ours(args, suite, teacher_dir: str) -> dict:
     }
 
 
+def peer_student(teacher_dir, layers, max_seq_length: int):
+    """sentence-transformers' layer reduction: the teacher's folder with only `layers` kept."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    student = SentenceTransformer(str(teacher_dir), device="cpu")
+    auto_model = student[0].auto_model
+    auto_model.encoder.layer = torch.nn.ModuleList(
+        [layer for i, layer in enumerate(auto_model.encoder.layer) if i in layers]
+    )
+    auto_model.config.num_hidden_layers = len(layers)
+    student.max_seq_length = max_seq_length
+    return student
+
+
+def peer_training_arguments(output_dir, *, learning_rate: float, batch_size: int, logging_steps: int, **length):
+    """The peer's trainer settings, ours as far as its trainer has them (linear decay, no warm-up,
+    no weight decay, clip 1.0); `length`: num_train_epochs=... or max_steps=..."""
+    from sentence_transformers import SentenceTransformerTrainingArguments
+
+    return SentenceTransformerTrainingArguments(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=batch_size,
+        learning_rate=learning_rate,
+        lr_scheduler_type="linear",
+        warmup_steps=0,
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+        save_strategy="no",
+        logging_steps=logging_steps,
+        seed=0,
+        dataloader_drop_last=True,
+        report_to="none",
+        use_cpu=True,
+        **length,
+    )
+
+
 def run_peer(args, suite, teacher_dir: str) -> dict:
     import torch
     from datasets import Dataset
-    from sentence_transformers import (
-        SentenceTransformer,
-        SentenceTransformerTrainer,
-        SentenceTransformerTrainingArguments,
-    )
+    from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
     from sentence_transformers.sentence_transformer.losses import MSELoss
     from transformers import TrainerCallback
 
@@ -173,13 +207,7 @@ def run_peer(args, suite, teacher_dir: str) -> dict:
         labels = teacher.encode(sentences, batch_size=128, convert_to_numpy=True)
         teacher_seconds = time.perf_counter() - start
     assert labels.shape[0] == len(sentences)
-    student = SentenceTransformer(teacher_dir, device="cpu")
-    auto_model = student[0].auto_model
-    auto_model.encoder.layer = torch.nn.ModuleList(
-        [layer for i, layer in enumerate(auto_model.encoder.layer) if i in args.layers]
-    )
-    auto_model.config.num_hidden_layers = len(args.layers)
-    student.max_seq_length = args.max_seq_length
+    student = peer_student(teacher_dir, args.layers, args.max_seq_length)
     dataset = Dataset.from_dict({"sentence": sentences, "label": labels.tolist()})
     epoch_dir = args.out / "peer"
 
@@ -195,21 +223,12 @@ def run_peer(args, suite, teacher_dir: str) -> dict:
             student.save(str(epoch_dir / f"epoch_{len(self.seconds)}"))
 
     timer = EpochTimer()
-    training_args = SentenceTransformerTrainingArguments(
-        output_dir=str(epoch_dir / "trainer"),
-        num_train_epochs=args.epochs,
-        per_device_train_batch_size=args.batch_size,
+    training_args = peer_training_arguments(
+        epoch_dir / "trainer",
         learning_rate=args.learning_rate,
-        lr_scheduler_type="linear",
-        warmup_steps=0,
-        weight_decay=0.0,
-        max_grad_norm=1.0,
-        save_strategy="no",
+        batch_size=args.batch_size,
         logging_steps=50,
-        seed=0,
-        dataloader_drop_last=True,
-        report_to="none",
-        use_cpu=True,
+        num_train_epochs=args.epochs,
     )
     trainer = SentenceTransformerTrainer(
         model=student, args=training_args, train_dataset=dataset, loss=MSELoss(student), callbacks=[timer]

@@ -24,6 +24,7 @@ from typing import Optional, Sequence
 from distilface_jax import run_folder
 from distilface_jax.cli.model_arguments import STEP_HELP, make_parser
 from distilface_jax.cli.policy import UsageError, configure_output, run_main
+from distilface_jax.evaluation.inference import PROJECTION
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -68,7 +69,7 @@ def _export(args) -> int:
             pooler=model.pooler,
             keep_mlp=model.apply_mlp,
             normalize=args.normalize or model.normalize,
-            projection=model.params["projection"] if model.project else None,
+            projection=model.params.get(PROJECTION),
             max_seq_length=model.max_length,
             overwrite=args.overwrite,
         )
@@ -77,7 +78,7 @@ def _export(args) -> int:
     print(
         f"exported step {model.step} of {args.workdir} ({model.config.model_type}, pooler {model.pooler}"
         f"{', MLP head kept' if model.pooler == 'cls' and model.apply_mlp else ''}"
-        f"{', width map kept' if model.project else ''}) to {out}",
+        f"{', width map kept' if PROJECTION in model.params else ''}) to {out}",
         file=sys.stderr,
     )
     return 0

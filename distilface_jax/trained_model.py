@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from distilface_jax import run_folder
+from distilface_jax.evaluation.inference import PROJECTION
 from distilface_jax.interop import hf
 from distilface_jax.models.config import EncoderConfig
 from distilface_jax.models.sentence_model import init_params
@@ -34,7 +35,6 @@ class RunModel:
     apply_mlp: bool  # False when the recipe trains the MLP head only (mlp_only_train)
     step: int = 0
     normalize: bool = False  # a distilled student normalises as its teacher does
-    project: bool = False  # a distilled student whose width map D_s → D_t is part of the model
     max_length: Optional[int] = None  # a distilled student reads as many tokens as its teacher
 
 
@@ -80,16 +80,18 @@ def load_run_model(workdir: str, step: Optional[str] = None) -> RunModel:
     distilled = distill_run.read_description(workdir) or {}
     if distilled.get("projection"):  # The student→teacher width map trained with the loss.
         width_in, width_out = distilled["projection"]
-        shapes = dict(
-            shapes,
-            projection={
+        shapes = {
+            **shapes,
+            PROJECTION: {
                 "kernel": jax.ShapeDtypeStruct((width_in, width_out), jnp.float32),
                 "bias": jax.ShapeDtypeStruct((width_out,), jnp.float32),
             },
-        )
+        }
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     params = runs.restore_params(number, checkpoint.abstract_like(shapes, device), best=best)
     runs.close()
+    if not distilled.get("keep_projection"):  # A training head only: the model is the student alone.
+        params = {name: value for name, value in params.items() if name != PROJECTION}
     return RunModel(
         encoder_config,
         params,
@@ -98,6 +100,5 @@ def load_run_model(workdir: str, step: Optional[str] = None) -> RunModel:
         apply_mlp,
         number,
         normalize=bool(distilled.get("normalize", False)),
-        project=bool(distilled.get("projection") and distilled.get("keep_projection")),
         max_length=distilled.get("max_length"),
     )

@@ -111,9 +111,7 @@ def build_embed_fn(args: argparse.Namespace, *, normalize: bool = False, progres
     if args.tokens_per_batch is not None and args.tokens_per_batch < 1:
         raise UsageError(f"--tokens-per-batch must be >= 1, got {args.tokens_per_batch}")
     model, pooler, apply_mlp, folder_normalizes = load_model(args)
-    # A run says whether its width map is part of the model; a folder has one only if it is.
-    project = getattr(model, "project", None)
-    project = PROJECTION in model.params if project is None else project
+    # Params carry a distilled student's width map only where it is part of the model.
     # A folder whose sentence-transformers pipeline normalises gets the same unit vectors here.
     return make_embed_fn(
         model.config,
@@ -126,5 +124,5 @@ def build_embed_fn(args: argparse.Namespace, *, normalize: bool = False, progres
         progress=progress,
         apply_mlp=apply_mlp,
         tokens_per_batch=args.tokens_per_batch,
-        project=project,
+        project=PROJECTION in model.params,
     )

@@ -1,7 +1,9 @@
-"""Distillation as a recipe of the shared trainer, on tiny models: bit-identical resume after an
+"""Distillation as a recipe of the shared trainer, on tiny models: the first step's loss and
+gradient equal PyTorch's (the config's temperature, contrastive weight and teacher pooling
+reach the step; the teacher cache follows the corpus), bit-identical resume after an
 interruption, the teacher's corpus embeddings computed once (not per epoch, not per run), the
-export loaded by sentence-transformers equal to `encode --workdir`, and one clear error for
-each bad input."""
+export loaded by sentence-transformers equal to `encode --workdir` (with the width map kept or
+dropped), and one clear error for each bad input."""
 
 from __future__ import annotations
 
@@ -26,8 +28,9 @@ from helpers import SENTENCES, WORDS, make_tokenizer, save_tiny_hf_model
 CORPUS_LINES = 48  # batch 16: 3 steps per epoch, so 8 steps run through 3 epochs
 
 
-def write_corpus(path: Path, lines: int = CORPUS_LINES) -> Path:
-    rng = np.random.default_rng(0)
+def write_corpus(path: Path, lines: int = CORPUS_LINES, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(" ".join(rng.choice(WORDS, rng.integers(3, 12))) for _ in range(lines)) + "\n")
     return path
 
@@ -161,6 +164,92 @@ def test_export_loads_in_sentence_transformers_with_the_embeddings_of_encode(uni
     theirs = SentenceTransformer(str(out), device="cpu").encode(SENTENCES, convert_to_numpy=True)
     np.testing.assert_allclose(ours, theirs, atol=2e-5)
     np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------- the recipe's first step
+# The teacher is `scaled_bert_dir` (weights N(0, 0.3²)): its sentences are far apart (cosines down
+# to 0.4, where the 0.02-weight teacher's are all above 0.9999), so the temperature, the pooling
+# and the corpus each move the loss by 7-80 %, not by 1e-4.
+
+FIRST_STEP_LINES = 16  # = the global batch: the step's loss is that of the whole corpus, in any order
+# Each away from its default, so a recipe that hard-coded or dropped one would not match PyTorch.
+FIRST_STEP = dict(
+    distill__temperature=0.1,
+    distill__contrastive_weight=0.7,
+    distill__teacher_pooler="cls_before_pooler",  # not the student's own pooler (avg)
+    model__dropout=0.0,  # deterministic, so PyTorch can reproduce the step
+    model__attention_dropout=0.0,
+    max_steps=1,
+    eval_every=0,
+    checkpoint_every=1,
+)
+
+
+def pytorch_first_step(teacher_dir: Path, corpus: Path) -> tuple[float, float]:
+    """(loss, gradient norm) of FIRST_STEP's first step, in PyTorch with no project code: the
+    teacher is HF's BertModel, its [CLS] hidden state at unit length; the student the same model
+    with layer 1 alone (distill.student_layers), mean pooled at unit length;
+    L = MSE(s, t) + 0.7 · cross-entropy(cos(s_i, t_j) / 0.1, i)."""
+    import torch
+    import torch.nn.functional as F
+    import transformers
+
+    sentences = corpus.read_text().splitlines()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(teacher_dir))
+    batch = tokenizer(sentences, padding=True, return_tensors="pt")
+    teacher = transformers.BertModel.from_pretrained(str(teacher_dir)).eval()
+    student = transformers.BertModel.from_pretrained(str(teacher_dir)).eval()
+    student.encoder.layer = torch.nn.ModuleList([student.encoder.layer[1]])
+    with torch.no_grad():
+        t = F.normalize(teacher(**batch).last_hidden_state[:, 0], dim=-1)
+    mask = batch["attention_mask"][..., None].float()
+    s = F.normalize((student(**batch).last_hidden_state * mask).sum(1) / mask.sum(1), dim=-1)
+    weight, temperature = FIRST_STEP["distill__contrastive_weight"], FIRST_STEP["distill__temperature"]
+    loss = F.mse_loss(s, t) + weight * F.cross_entropy(s @ t.T / temperature, torch.arange(len(sentences)))
+    loss.backward()
+    norm = torch.sqrt(sum((p.grad.double() ** 2).sum() for p in student.parameters() if p.grad is not None))
+    return loss.item(), norm.item()
+
+
+def first_step_record(teacher_dir: Path, corpus: Path, cache_dir: Path, workdir: Path, **overrides) -> dict:
+    config = distill_config(teacher_dir, corpus, cache_dir, **FIRST_STEP, **overrides)
+    trainer.train_and_evaluate(config, str(workdir))
+    (record,) = [r for r in read_metrics(str(workdir)) if "loss" in r]
+    return record
+
+
+def assert_equals_pytorch(record: dict, teacher_dir: Path, corpus: Path) -> None:
+    loss, gradient_norm = pytorch_first_step(teacher_dir, corpus)
+    # Measured gaps: 8e-8 (loss) and 3e-7 (gradient norm), relative.
+    assert record["loss"] == pytest.approx(loss, rel=1e-5)
+    assert record["gradient_norm"] == pytest.approx(gradient_norm, rel=1e-5)
+
+
+def test_first_step_with_the_teacher_in_the_step_equals_pytorch(scaled_bert_dir, tmp_path):
+    """distill.teacher_in_step: the frozen teacher runs inside the step with its own pooling."""
+    corpus = write_corpus(tmp_path / "corpus.txt", FIRST_STEP_LINES, seed=1)
+    record = first_step_record(
+        scaled_bert_dir, corpus, tmp_path / "cache", tmp_path / "run", distill__teacher_in_step=True
+    )
+    assert_equals_pytorch(record, scaled_bert_dir, corpus)
+
+
+def test_cached_teacher_first_step_equals_pytorch_for_each_corpus_of_the_same_name(
+    scaled_bert_dir, tmp_path, count_teacher_runs
+):
+    """Two corpora named corpus.txt in other folders, one shared cache folder: a run on the
+    second must not reuse the teacher embeddings cached for the first. (The first corpus is
+    cached the way train_and_evaluate starts, without compiling a step of its own.)"""
+    first, second = (
+        write_corpus(tmp_path / f"corpora_{seed}" / "corpus.txt", FIRST_STEP_LINES, seed=seed) for seed in (0, 1)
+    )
+    config = distill_config(scaled_bert_dir, first, tmp_path / "shared_cache", **FIRST_STEP)
+    distiller = distill_run.prepare(config, str(tmp_path / "first_run"))
+    train_data = trainer.load_train_data(config, distiller.student_tokenizer, str(tmp_path / "first_run"))
+    distiller.attach_teacher(train_data, config, str(tmp_path / "first_run"))
+    record = first_step_record(scaled_bert_dir, second, tmp_path / "shared_cache", tmp_path / "run")
+    assert_equals_pytorch(record, scaled_bert_dir, second)
+    assert count_teacher_runs == [FIRST_STEP_LINES, FIRST_STEP_LINES]
 
 
 # ----------------------------------------------------------------------------- bad input

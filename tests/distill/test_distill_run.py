@@ -386,3 +386,45 @@ def test_a_kept_width_map_is_evaluated_and_exported_as_a_dense_module(teacher_di
     reference = ((hidden * mask).sum(1) / mask.sum(1)) @ kernel + bias
     reference /= np.linalg.norm(reference, axis=1, keepdims=True)
     np.testing.assert_allclose(ours, reference, atol=2e-5)
+
+
+def test_a_dropped_width_map_leaves_the_students_own_embedding(teacher_dir, corpus, tmp_path):
+    """distill.keep_projection=False (the default): the narrow student's D_s→D_t map was a
+    training head only. `encode --workdir` gives the student's own D_s-wide embedding: HF's
+    DistilBERT on the exported weights, mean pooled, unit length (the teacher's pipeline), and
+    the export has no Dense module."""
+    import torch
+    import transformers
+
+    student_dir = _narrow_distilbert(tmp_path / "narrow")
+    config = distill_config(
+        teacher_dir,
+        corpus,
+        tmp_path / "cache",
+        distill__student_layers=None,
+        model__name_or_path=str(student_dir),
+        model__dropout=0.0,  # Dropout under vmap takes ~10 s to compile on 2 CPU cores; not needed here.
+        model__attention_dropout=0.0,
+        max_steps=1,
+        eval_every=0,
+        checkpoint_every=1,
+    )
+    workdir = tmp_path / "run"
+    trainer.train_and_evaluate(config, str(workdir))
+    sentences = tmp_path / "sentences.txt"
+    sentences.write_text("\n".join(SENTENCES) + "\n")
+    assert encode.main(["--workdir", str(workdir), "--input", str(sentences), "--output", str(tmp_path / "o.npy")]) == 0
+    out = tmp_path / "student"
+    assert export.main(["--workdir", str(workdir), "--out", str(out)]) == 0
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(out))
+    batch = tokenizer(SENTENCES, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        hidden = transformers.AutoModel.from_pretrained(str(out))(**batch).last_hidden_state.numpy()
+    mask = batch["attention_mask"].numpy()[..., None]
+    reference = (hidden * mask).sum(1) / mask.sum(1)
+    reference /= np.linalg.norm(reference, axis=1, keepdims=True)
+    ours = np.load(tmp_path / "o.npy")
+    assert ours.shape == (len(SENTENCES), 16)  # the student's width, not the teacher's 32
+    np.testing.assert_allclose(ours, reference, atol=2e-5)
+    modules = json.loads((out / "modules.json").read_text())
+    assert [m["type"].rsplit(".", 1)[-1] for m in modules] == ["Transformer", "Pooling", "Normalize"]

@@ -167,3 +167,41 @@ def test_cli_warns_about_modules_it_does_not_apply(tiny_distilbert_dir, tmp_path
         == 0
     )
     assert "not applied here: 2_Dense (sentence_transformers.models.Dense)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["encode", "evaluate"])
+def test_cli_token_budget_bounds_every_batch_the_model_runs(command, tiny_distilbert_dir, tmp_path, monkeypatch):
+    """`--tokens-per-batch 64`: no batch the model runs holds more than 64 tokens (rows x padded
+    length); without it, the same command runs batches of up to --batch-size rows."""
+    from distilface_jax import evaluate
+    from distilface_jax.evaluation import inference
+    from distilface_jax.training.tiny_data import write_tiny_sts
+
+    shapes: list[tuple[int, int]] = []
+    compiled = inference._compiled_embedder
+
+    def recording(*args, **kwargs):  # Each batch the model is run on, as the device sees it.
+        embed_batch = compiled(*args, **kwargs)
+
+        def run(params, input_ids, attention_mask):
+            shapes.append(tuple(input_ids.shape))
+            return embed_batch(params, input_ids, attention_mask)
+
+        return run
+
+    monkeypatch.setattr(inference, "_compiled_embedder", recording)
+    rng = np.random.default_rng(0)
+    lines = [" ".join(rng.choice(WORDS, size=rng.integers(3, 13))) for _ in range(40)]
+    (tmp_path / "in.txt").write_text("\n".join(lines) + "\n")
+    write_tiny_sts(str(tmp_path / "sts"))
+    arguments = {
+        "encode": ["--input", str(tmp_path / "in.txt"), "--output", str(tmp_path / "out.npy")],
+        "evaluate": ["--sts-dir", str(tmp_path / "sts"), "--mode", "dev", "--no-progress"],
+    }[command]
+    main = {"encode": encode.main, "evaluate": evaluate.main}[command]
+    largest = {}
+    for budget in ([], ["--tokens-per-batch", "64"]):
+        shapes.clear()
+        assert main(["--model", str(tiny_distilbert_dir), "--batch-size", "32", *arguments, *budget]) == 0
+        largest[bool(budget)] = max(rows * length for rows, length in shapes)
+    assert largest[True] <= 64 < largest[False]

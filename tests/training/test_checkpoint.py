@@ -132,7 +132,15 @@ def test_contradicting_config_is_refused_and_nothing_changes(uninterrupted_dir, 
     shutil.copytree(uninterrupted_dir, workdir)
     before = sorted(os.listdir(workdir / "checkpoints")), (workdir / "metrics.jsonl").read_text()
     result = subprocess.run(
-        train_command(workdir, *RESUME_FLAGS, "--config.batch_size=16", "--config.model.tiny.hidden_size=48"),
+        train_command(
+            workdir,
+            *RESUME_FLAGS,
+            "--config.batch_size=16",
+            "--config.model.tiny.hidden_size=48",
+            # Of data.*, only the cache folder may change: not the file (even with the same lines), not the length.
+            f"--config.data.train_file={workdir / 'builtin' / 'corpus.txt'}",
+            "--config.data.max_seq_length=16",
+        ),
         env=cpu_env(),
         cwd=ROOT,
         capture_output=True,
@@ -141,6 +149,8 @@ def test_contradicting_config_is_refused_and_nothing_changes(uninterrupted_dir, 
     )
     assert result.returncode == 1
     assert "batch_size: checkpoint has 32, config has 16" in result.stderr
+    assert "data.max_seq_length: checkpoint has 32, config has 16" in result.stderr
+    assert "data.train_file: checkpoint has 'builtin:tiny', config has" in result.stderr
     assert "model shape dim: checkpoint has 32, now 48" in result.stderr
     assert (sorted(os.listdir(workdir / "checkpoints")), (workdir / "metrics.jsonl").read_text()) == before
 

@@ -1,18 +1,23 @@
 """In-process checks of the everyday-use helpers: config help, signals, progress, file modes,
-pooler warning, input checks, profiler window."""
+a write that fails midway, pooler warning, input checks, profiler window."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
 import stat
+import subprocess
+import sys
 
 import pytest
 
 from distilface_jax.cli.policy import UsageError
 from distilface_jax.config import checks, key_help
 from distilface_jax.config.base import base_config
+
+from helpers import ROOT
 
 
 def test_every_config_key_has_a_meaning_and_nothing_else_does():
@@ -119,6 +124,37 @@ def test_atomic_writes_respect_the_umask(tmp_path, umask):
     mode = lambda path: stat.S_IMODE(os.stat(path).st_mode)  # noqa: E731
     assert mode(tmp_path / "a.npy") == mode(tmp_path / "b.json") == 0o666 & ~umask
     assert mode(tmp_path / "folder") == 0o777 & ~umask
+
+
+_WRITE_PAST_THE_FILE_SIZE_LIMIT = """
+import resource, signal, sys
+from etils import epath
+from distilface_jax import run_folder
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead of killing us
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+try:
+    run_folder.write_text(epath.Path(sys.argv[1]), '{"total_steps": 320, "note": "' + 'x' * 100_000 + '"}')
+except OSError as error:
+    print(error.errno)
+"""
+
+
+def test_a_write_that_fails_midway_leaves_the_previous_file_whole(tmp_path):
+    """The run folder's text write (run_info.json, config.json, distill.json, a rewound
+    metrics.jsonl) stopped by the kernel after 4 KiB of 100 KiB (a file-size limit, as a full
+    disk or quota would): the previous file is still there, whole, and nothing else is left."""
+    target = tmp_path / "run_info.json"
+    target.write_text('{"total_steps": 160}')
+    result = subprocess.run(
+        [sys.executable, "-c", _WRITE_PAST_THE_FILE_SIZE_LIMIT, str(target)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.stdout.strip() == str(errno.EFBIG), result.stderr[-2000:]
+    assert target.read_text() == '{"total_steps": 160}'
+    assert os.listdir(tmp_path) == ["run_info.json"]
 
 
 def test_pooler_mismatch_warns_once_naming_both_and_the_key(tiny_distilbert_dir, tmp_path, caplog):

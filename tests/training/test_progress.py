@@ -89,7 +89,8 @@ def test_training_bar_advances_only_over_finished_steps(tiny_distilbert_dir, tmp
     config.eval_every, config.eval.final_test = 0, False
     outcome = trainer.train_and_evaluate(config, str(tmp_path / "run"))
     assert outcome.final_step == STEPS and device.dispatched == STEPS
+    # Never ahead of the device; and it does move as steps finish: at the latest when a log
+    # fetches the metrics (steps 3 and 6), not only when the bar is closed. (Here it reads
+    # [(1, 1), (3, 3), (6, 6)]: step 1 is waited for, to keep compile time out of the throughput.)
     assert all(position <= finished for position, finished in bar.updates), bar.updates
-    # Step 1 is waited for (compile time is kept out of the throughput) and shows once step 2 is
-    # dispatched; then the bar moves when a log fetches the metrics, never ahead of the device.
-    assert bar.updates == [(1, 1), (3, 3), (6, 6)]
+    assert {LOG_EVERY, STEPS} <= {position for position, _ in bar.updates} and bar.n == STEPS, bar.updates

@@ -55,8 +55,10 @@ def table(results: dict) -> dict:
 
 def our_scores(config, params, tokenizer, pooler, suite) -> dict:
     from distilface_jax.evaluation.inference import make_embed_fn
+    from distilface_jax.models.sentence_pipeline import SentencePipeline
 
-    return table(sts.evaluate_suite(make_embed_fn(config, params, tokenizer, pooler=pooler), suite))
+    embed = make_embed_fn(SentencePipeline(config, tokenizer, pooler=pooler), params)
+    return table(sts.evaluate_suite(embed, suite))
 
 
 def st_scores(model, suite) -> dict:
@@ -193,6 +195,7 @@ def run_peer(args, suite, teacher_dir: str) -> dict:
 
     from distilface_jax.evaluation.inference import make_embed_fn
     from distilface_jax.interop import hf
+    from distilface_jax.models.sentence_pipeline import SentencePipeline
 
     torch.manual_seed(0)
     sentences = [line.strip() for line in open(args.train_file, encoding="utf-8") if line.strip()]
@@ -239,7 +242,7 @@ def run_peer(args, suite, teacher_dir: str) -> dict:
     for epoch in args.peer_eval_epochs or range(1, args.epochs + 1):
         model = hf.load_pretrained(str(epoch_dir / f"epoch_{epoch}"))
         epochs[epoch] = table(
-            sts.evaluate_suite(make_embed_fn(model.config, model.params, model.tokenizer, pooler="avg"), suite)
+            sts.evaluate_suite(make_embed_fn(SentencePipeline(model.config, model.tokenizer), model.params), suite)
         )
         log(f"peer epoch {epoch}: {epochs[epoch]} ({timer.seconds[epoch - 1]:.1f} s)")
     return {

@@ -24,7 +24,7 @@ from typing import Optional, Sequence
 from distilface_jax import run_folder
 from distilface_jax.cli.model_arguments import STEP_HELP, make_parser
 from distilface_jax.cli.policy import UsageError, configure_output, run_main
-from distilface_jax.evaluation.inference import PROJECTION
+from distilface_jax.models.sentence_pipeline import PROJECTION
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -19,10 +19,10 @@ import jax
 import jax.numpy as jnp
 
 from distilface_jax import run_folder
-from distilface_jax.evaluation.inference import PROJECTION
 from distilface_jax.interop import hf
 from distilface_jax.models.config import EncoderConfig
 from distilface_jax.models.sentence_model import init_params
+from distilface_jax.models.sentence_pipeline import PROJECTION
 from distilface_jax.training import checkpoint
 
 

@@ -13,10 +13,11 @@ from pathlib import Path
 
 from distilface_jax import trained_model
 from distilface_jax.cli.policy import VERBOSITY_HELP, UsageError
-from distilface_jax.evaluation.inference import PROJECTION, make_embed_fn
+from distilface_jax.evaluation.inference import make_embed_fn
 from distilface_jax.evaluation.inference_batches import DEFAULT_TOKENS_PER_ROW
 from distilface_jax.interop import hf, st_folder
 from distilface_jax.models.pooling import POOLERS
+from distilface_jax.models.sentence_pipeline import PROJECTION, SentencePipeline
 
 __all__ = ["UsageError", "STEP_HELP", "make_parser", "add_model_arguments", "load_model", "build_embed_fn"]
 
@@ -113,16 +114,15 @@ def build_embed_fn(args: argparse.Namespace, *, normalize: bool = False, progres
     model, pooler, apply_mlp, folder_normalizes = load_model(args)
     # Params carry a distilled student's width map only where it is part of the model.
     # A folder whose sentence-transformers pipeline normalises gets the same unit vectors here.
-    return make_embed_fn(
+    pipeline = SentencePipeline(
         model.config,
-        model.params,
         model.tokenizer,
         pooler=pooler,
-        batch_size=args.batch_size,
-        max_length=args.max_length or getattr(model, "max_length", None),
-        normalize=normalize or folder_normalizes,
-        progress=progress,
         apply_mlp=apply_mlp,
-        tokens_per_batch=args.tokens_per_batch,
-        project=PROJECTION in model.params,
+        width_map=model.params[PROJECTION]["kernel"].shape[1] if PROJECTION in model.params else None,
+        normalize=normalize or folder_normalizes,
+        max_length=args.max_length or getattr(model, "max_length", None),
+    )
+    return make_embed_fn(
+        pipeline, model.params, batch_size=args.batch_size, progress=progress, tokens_per_batch=args.tokens_per_batch
     )

@@ -28,6 +28,7 @@ from distilface_jax.distill.student import check_vocabulary
 from distilface_jax.interop import hf, st_folder
 from distilface_jax.models.config import EncoderConfig
 from distilface_jax.models.pooling import POOLERS
+from distilface_jax.models.sentence_pipeline import SentencePipeline
 from distilface_jax.run_folder import atomic_file
 
 logger = logging.getLogger(__name__)
@@ -136,14 +137,17 @@ def embed_corpus(teacher: Teacher, sentences: Sequence[str], batch_size: int = 1
     count, index = jax.process_count(), jax.process_index()
     # Per-device batches as in a single-device run: the global row count scales with the devices.
     devices = jax.local_devices()
-    embed = make_embed_fn(
+    pipeline = SentencePipeline(
         teacher.config,
-        teacher.params,
         teacher.tokenizer,
         pooler=teacher.pooler,
         apply_mlp=teacher.apply_mlp,
         normalize=teacher.normalize,
         max_length=teacher.max_length,
+    )
+    embed = make_embed_fn(
+        pipeline,
+        teacher.params,
         batch_size=batch_size * len(devices),
         progress=index == 0,
         devices=devices,

@@ -27,8 +27,9 @@ import transformers
 from distilface_jax import run_folder, trained_model
 from distilface_jax.distill import run as distill_run
 from distilface_jax.evaluation import sts
-from distilface_jax.evaluation.inference import PROJECTION, make_embed_fn
+from distilface_jax.evaluation.inference import make_embed_fn
 from distilface_jax.models.sentence_model import SentenceEncoder
+from distilface_jax.models.sentence_pipeline import PROJECTION, SentencePipeline
 from distilface_jax.training import checkpoint, data, initial_model, profiling, resume, sharding, tiny_data
 from distilface_jax.training.grad_cache import make_grad_cache_fn
 from distilface_jax.training.interrupts import StopSignals
@@ -77,9 +78,10 @@ class _Evaluator:
 
     def __init__(self, config, encoder_config, tokenizer, workdir: str):
         self.sts_dir = tiny_data.resolve_builtin(config.eval.sts_dir, workdir, "sts")
-        self.pooler, self.apply_mlp = trained_model.eval_pooling(config.model)
+        pooler, apply_mlp = trained_model.eval_pooling(config.model)
+        self.pipeline = SentencePipeline(encoder_config, tokenizer, pooler=pooler, apply_mlp=apply_mlp)
         self.project = distill_run.keeps_projection(config)  # Dev scores the model that is exported.
-        self.encoder_config, self.tokenizer, self.batch_size = encoder_config, tokenizer, config.eval.batch_size
+        self.batch_size = config.eval.batch_size
         self.dev_suite = sts.load_suite(self.sts_dir, mode="dev") if config.eval_every > 0 else None
 
     def run(self, params, suite, progress=None, what: str = "") -> dict:
@@ -93,15 +95,10 @@ class _Evaluator:
         return results
 
     def _run(self, params, suite) -> dict:
-        embed = make_embed_fn(
-            self.encoder_config,
-            sharding.local_copy(params),
-            self.tokenizer,
-            pooler=self.pooler,
-            apply_mlp=self.apply_mlp,
-            batch_size=self.batch_size,
-            project=self.project and PROJECTION in params,
-        )
+        pipeline = self.pipeline
+        if self.project and PROJECTION in params:
+            pipeline = pipeline.replace(width_map=int(params[PROJECTION]["kernel"].shape[1]))
+        embed = make_embed_fn(pipeline, sharding.local_copy(params), batch_size=self.batch_size)
         return sts.evaluate_suite(embed, suite)
 
 

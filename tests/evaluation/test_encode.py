@@ -11,6 +11,7 @@ from distilface_jax import encode
 from distilface_jax.evaluation.inference import make_embed_fn
 from distilface_jax.evaluation.inference_batches import bucket_lengths
 from distilface_jax.interop import hf
+from distilface_jax.models.sentence_pipeline import SentencePipeline
 
 from helpers import SENTENCES, WORDS
 
@@ -77,7 +78,7 @@ def test_cli_normalize(tiny_bert_dir, tmp_path):
 def test_few_shapes_compile_for_many_lengths(tiny_distilbert_dir):
     loaded = hf.load_pretrained(str(tiny_distilbert_dir))
     sentences = [" ".join(["cat"] * n) for n in range(1, 63)]  # 62 distinct lengths, up to the limit
-    embed = make_embed_fn(loaded.config, loaded.params, loaded.tokenizer, batch_size=8)
+    embed = make_embed_fn(SentencePipeline(loaded.config, loaded.tokenizer), loaded.params, batch_size=8)
     embed(sentences)
     assert len(embed.compiled_shapes) <= len(bucket_lengths(64)) == 4
     assert {length for _, length in embed.compiled_shapes} <= {8, 16, 32, 64}
@@ -87,8 +88,9 @@ def test_few_shapes_compile_for_many_lengths(tiny_distilbert_dir):
 def test_truncation_at_max_length(tiny_distilbert_dir):
     loaded = hf.load_pretrained(str(tiny_distilbert_dir))
     long_sentence = " ".join(["dog"] * 200)
-    embed = make_embed_fn(loaded.config, loaded.params, loaded.tokenizer, max_length=16)
-    short = make_embed_fn(loaded.config, loaded.params, loaded.tokenizer)
+    pipeline = SentencePipeline(loaded.config, loaded.tokenizer)
+    embed = make_embed_fn(pipeline.replace(max_length=16), loaded.params)
+    short = make_embed_fn(pipeline, loaded.params)
     np.testing.assert_allclose(embed([long_sentence]), short([" ".join(["dog"] * 14)]), atol=1e-6)
     assert embed.max_length == 16 and short.max_length == 64
 

@@ -10,6 +10,7 @@ import transformers
 
 from distilface_jax.evaluation.inference import make_embed_fn
 from distilface_jax.interop import hf
+from distilface_jax.models.sentence_pipeline import SentencePipeline
 
 from helpers import SENTENCES
 
@@ -41,7 +42,7 @@ def test_round_trip_and_third_party_loaders(tiny_model_dir, tmp_path, pooler):
 
     st_model = SentenceTransformer(str(out), device="cpu")
     theirs = st_model.encode(SENTENCES, convert_to_numpy=True, batch_size=4)
-    ours = make_embed_fn(loaded.config, loaded.params, loaded.tokenizer, pooler=pooler)(SENTENCES)
+    ours = make_embed_fn(SentencePipeline(loaded.config, loaded.tokenizer, pooler=pooler), loaded.params)(SENTENCES)
     np.testing.assert_allclose(ours, theirs, atol=1e-5, rtol=0)
 
     # transformers' own outputs give them too (mean pooling or CLS [+ MLP]) .
@@ -74,9 +75,8 @@ def test_export_without_mlp_and_with_normalize(tiny_distilbert_dir, tmp_path):
     from sentence_transformers import SentenceTransformer
 
     theirs = SentenceTransformer(str(out), device="cpu").encode(SENTENCES, convert_to_numpy=True)
-    ours = make_embed_fn(loaded.config, loaded.params, loaded.tokenizer, pooler="cls", apply_mlp=False, normalize=True)(
-        SENTENCES
-    )
+    pipeline = SentencePipeline(loaded.config, loaded.tokenizer, pooler="cls", apply_mlp=False, normalize=True)
+    ours = make_embed_fn(pipeline, loaded.params)(SENTENCES)
     np.testing.assert_allclose(ours, theirs, atol=1e-5, rtol=0)
     np.testing.assert_allclose(np.linalg.norm(ours, axis=-1), 1.0, atol=1e-6)
 
@@ -103,7 +103,7 @@ def test_real_minilm_matches_sentence_transformers(minilm_dir):
     sentences = [" ".join(rng.choice(words, size=rng.integers(1, 40))) for _ in range(120)]
     sentences += ["Hello, world!", "A man is playing a guitar.", "Ünïcödé and émojis 🙂 survive tokenization."]
     loaded = hf.load_pretrained(str(minilm_dir))
-    ours = make_embed_fn(loaded.config, loaded.params, loaded.tokenizer, pooler="avg", batch_size=32)(sentences)
+    ours = make_embed_fn(SentencePipeline(loaded.config, loaded.tokenizer), loaded.params, batch_size=32)(sentences)
     theirs = SentenceTransformer(str(minilm_dir), device="cpu").encode(sentences, convert_to_numpy=True)
     cosine = np.sum(ours * theirs, -1) / (np.linalg.norm(ours, axis=-1) * np.linalg.norm(theirs, axis=-1))
     assert cosine.min() >= 0.99999, cosine.min()

@@ -36,14 +36,13 @@ from distilface_jax import (
 )
 from distilface_jax.distill import student as student_lib, teacher as teacher_lib
 from distilface_jax.distill.step import (
-    PROJECTION,
     TEACHER_EMBEDDING,
     TEACHER_PREFIX,
     DistillSettings,
     make_distill_step,
 )
 from distilface_jax.models.config import EncoderConfig
-from distilface_jax.models.sentence_model import SentenceEncoder
+from distilface_jax.models.sentence_pipeline import PROJECTION, SentencePipeline
 from distilface_jax.training import data, initial_model, tiny_data
 
 logger = logging.getLogger(__name__)
@@ -117,20 +116,11 @@ class Distiller:
         return dataclasses.replace(train_data, arrays={**train_data.arrays, **extra})
 
     def make_step(self, config, mesh, optimizer, schedule, state_sharding):
-        model = SentenceEncoder(
-            self.student_config,
-            pooler=config.model.pooler,
-            dtype=jnp.dtype(config.model.dtype),
-            attention_impl=config.model.attention_impl,
-        )
+        dtype, attention_impl = jnp.dtype(config.model.dtype), config.model.attention_impl
+        model = self.settings.student.module(dtype, attention_impl)
         teacher_model = teacher_params = None
         if config.distill.teacher_in_step:
-            teacher_model = SentenceEncoder(
-                self.teacher.config,
-                pooler=self.teacher.pooler,
-                dtype=jnp.dtype(config.model.dtype),
-                attention_impl=config.model.attention_impl,
-            )
+            teacher_model = self.settings.teacher.module(dtype, attention_impl)
             teacher_params = self.teacher.params
         return make_distill_step(
             model, optimizer, schedule, mesh, self.settings, state_sharding, teacher_model, teacher_params
@@ -142,7 +132,7 @@ class Distiller:
         description = {
             "teacher": self.teacher.source,
             "teacher_pooler": self.teacher.pooler,
-            "normalize": self.settings.normalize,
+            "normalize": self.settings.student.normalize,
             "projection": (list(np.shape(self.student_params[PROJECTION]["kernel"])) if has_projection else None),
             "keep_projection": bool(keep_projection and has_projection),
             "max_length": self.teacher.max_length,
@@ -202,11 +192,27 @@ def prepare(config, workdir: str) -> Distiller:
     params = dict(params)
     if student_config.hidden_size != teacher.width:
         params[PROJECTION] = _projection(student_config.hidden_size, teacher.width, config.seed)
-    settings = DistillSettings(
+    # The student as trained: pooled as configured, its MLP head as at evaluation, the width
+    # map when the widths differ, normalised exactly when the teacher is.
+    student = SentencePipeline(
+        student_config,
+        tokenizer,
+        pooler=config.model.pooler,
         apply_mlp=trained_model.eval_pooling(config.model)[1],
+        width_map=teacher.width if PROJECTION in params else None,
         normalize=teacher.normalize,
-        teacher_normalize=teacher.normalize,
-        teacher_apply_mlp=teacher.apply_mlp,
+    )
+    teacher_pipeline = SentencePipeline(
+        teacher.config,
+        teacher.tokenizer,
+        pooler=teacher.pooler,
+        apply_mlp=teacher.apply_mlp,
+        normalize=teacher.normalize,
+        max_length=teacher.max_length,
+    )
+    settings = DistillSettings(
+        student=student,
+        teacher=teacher_pipeline,
         temperature=distill.temperature,
         contrastive_weight=distill.contrastive_weight,
     )

@@ -20,15 +20,13 @@ from distilface_jax.distill.student import cut_layers
 from distilface_jax.distill.teacher import load_teacher
 from distilface_jax.evaluation import sts
 from distilface_jax.evaluation.inference import make_embed_fn
-from distilface_jax.models.sentence_pipeline import SentencePipeline
 
 
 def score_subsets(teacher, suite, size: int) -> list[dict]:
     results = []
     for layers in itertools.combinations(range(teacher.config.num_layers), size):
         config, params = cut_layers(teacher.config, teacher.params, layers)
-        pipeline = SentencePipeline(config, teacher.tokenizer, pooler=teacher.pooler, apply_mlp=teacher.apply_mlp)
-        embed = make_embed_fn(pipeline, params)
+        embed = make_embed_fn(teacher.pipeline.replace(encoder=config), params)
         scores = sts.evaluate_suite(embed, suite)
         results.append({"layers": list(layers), "STSBenchmark_dev": scores["STSBenchmark"]})
     return sorted(results, key=lambda row: -row["STSBenchmark_dev"])
@@ -44,8 +42,7 @@ def main() -> None:
     teacher = load_teacher(args.teacher)
     suite = sts.load_suite(args.sts_dir, mode="dev", tasks=["STSBenchmark"])
     start = time.perf_counter()
-    pipeline = SentencePipeline(teacher.config, teacher.tokenizer, pooler=teacher.pooler, apply_mlp=teacher.apply_mlp)
-    full = make_embed_fn(pipeline, teacher.params)
+    full = make_embed_fn(teacher.pipeline, teacher.params)
     report = {"teacher_STSBenchmark_dev": sts.evaluate_suite(full, suite)["STSBenchmark"]}
     print(f"teacher ({teacher.config.num_layers} layers): STS-B dev {report['teacher_STSBenchmark_dev']:.2f}")
     for size in args.sizes:

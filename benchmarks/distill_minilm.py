@@ -340,11 +340,15 @@ def main() -> None:
     suite = sts.load_suite(args.sts_dir, mode="test")
     teacher = load_teacher(teacher_dir)
     if not args.skip_teacher_table:
-        report["teacher"] = our_scores(teacher.config, teacher.params, teacher.tokenizer, teacher.pooler, suite)
+        report["teacher"] = our_scores(
+            teacher.config, teacher.params, teacher.tokenizer, teacher.pipeline.pooler, suite
+        )
         log(f"teacher: {report['teacher']}")
     if not args.skip_before:
         config, params = cut_layers(teacher.config, teacher.params, args.layers)
-        report["student_before_training"] = our_scores(config, params, teacher.tokenizer, teacher.pooler, suite)
+        report["student_before_training"] = our_scores(
+            config, params, teacher.tokenizer, teacher.pipeline.pooler, suite
+        )
         log(f"student {args.layers} before training: {report['student_before_training']}")
         del params
     del teacher

@@ -131,11 +131,11 @@ class Distiller:
         has_projection = PROJECTION in self.student_params
         description = {
             "teacher": self.teacher.source,
-            "teacher_pooler": self.teacher.pooler,
+            "teacher_pooler": self.teacher.pipeline.pooler,
             "normalize": self.settings.student.normalize,
             "projection": (list(np.shape(self.student_params[PROJECTION]["kernel"])) if has_projection else None),
             "keep_projection": bool(keep_projection and has_projection),
-            "max_length": self.teacher.max_length,
+            "max_length": self.teacher.pipeline.max_length,
         }
         run_folder.write_text(run_folder.path(workdir, run_folder.DISTILL_FILE), json.dumps(description, indent=2))
 
@@ -200,19 +200,11 @@ def prepare(config, workdir: str) -> Distiller:
         pooler=config.model.pooler,
         apply_mlp=trained_model.eval_pooling(config.model)[1],
         width_map=teacher.width if PROJECTION in params else None,
-        normalize=teacher.normalize,
-    )
-    teacher_pipeline = SentencePipeline(
-        teacher.config,
-        teacher.tokenizer,
-        pooler=teacher.pooler,
-        apply_mlp=teacher.apply_mlp,
-        normalize=teacher.normalize,
-        max_length=teacher.max_length,
+        normalize=teacher.pipeline.normalize,
     )
     settings = DistillSettings(
         student=student,
-        teacher=teacher_pipeline,
+        teacher=teacher.pipeline,
         temperature=distill.temperature,
         contrastive_weight=distill.contrastive_weight,
     )
@@ -225,8 +217,8 @@ def prepare(config, workdir: str) -> Distiller:
         student_lib.count_parameters(params),
         teacher.source,
         teacher.config.num_layers,
-        teacher.pooler,
-        ", normalized" if teacher.normalize else "",
+        teacher.pipeline.pooler,
+        ", normalized" if teacher.pipeline.normalize else "",
     )
     return distiller
 

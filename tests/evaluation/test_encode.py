@@ -137,7 +137,9 @@ def test_cli_follows_a_sentence_transformers_folder(minilm_dir, tmp_path, capsys
     assert "warning" not in capsys.readouterr().err
 
 
-def test_cli_warns_about_modules_it_does_not_apply(tiny_distilbert_dir, tmp_path, capsys):
+def test_cli_refuses_modules_it_does_not_apply(tiny_distilbert_dir, tmp_path, capsys):
+    """A module whose step would be skipped makes the embeddings not the folder's own: one line
+    naming it, exit 2, no output (it was a warning before issue 17 gave teacher and encode one policy)."""
     import json
     import shutil
 
@@ -166,6 +168,9 @@ def test_cli_warns_about_modules_it_does_not_apply(tiny_distilbert_dir, tmp_path
         encode.main(
             ["--model", str(folder), "--input", str(tmp_path / "in.txt"), "--output", str(tmp_path / "out.npy")]
         )
-        == 0
+        == 2
     )
-    assert "not applied here: 2_Dense (sentence_transformers.models.Dense)" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and len(error.strip().splitlines()) == 1, error
+    assert "not reproduced here: 2_Dense (sentence_transformers.models.Dense)" in error
+    assert not (tmp_path / "out.npy").exists()

@@ -110,7 +110,7 @@ def run_ours(args, suite, teacher_dir: str) -> dict:
     epochs = {}
     for epoch in range(1, args.epochs + 1):
         model = trained_model.load_run_model(str(workdir), step=str(epoch * steps_per_epoch))
-        epochs[epoch] = our_scores(model.config, model.params, model.tokenizer, model.pooler, suite)
+        epochs[epoch] = our_scores(model.config, model.params, model.tokenizer, model.pipeline.pooler, suite)
         log(f"ours epoch {epoch}: {epochs[epoch]}")
     student_dir = args.out / "ours_student"
     subprocess.run(

@@ -22,20 +22,25 @@ from distilface_jax import run_folder
 from distilface_jax.interop import hf
 from distilface_jax.models.config import EncoderConfig
 from distilface_jax.models.sentence_model import init_params
-from distilface_jax.models.sentence_pipeline import PROJECTION
+from distilface_jax.models.sentence_pipeline import PROJECTION, SentencePipeline
 from distilface_jax.training import checkpoint
 
 
 @dataclasses.dataclass
 class RunModel:
-    config: EncoderConfig
-    params: Any
-    tokenizer: Any
-    pooler: str  # the pooler evaluation uses
-    apply_mlp: bool  # False when the recipe trains the MLP head only (mlp_only_train)
+    """A run's checkpoint and how to embed with it (what dev evaluation measured, export writes)."""
+
+    pipeline: SentencePipeline  # its MLP head dropped when train-only; a distilled student's teacher pipeline
+    params: Any  # carries a width map only where the pipeline applies it
     step: int = 0
-    normalize: bool = False  # a distilled student normalises as its teacher does
-    max_length: Optional[int] = None  # a distilled student reads as many tokens as its teacher
+
+    @property
+    def config(self) -> EncoderConfig:
+        return self.pipeline.encoder
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.pipeline.tokenizer
 
 
 def eval_pooling(model_config) -> tuple[str, bool]:
@@ -90,15 +95,16 @@ def load_run_model(workdir: str, step: Optional[str] = None) -> RunModel:
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     params = runs.restore_params(number, checkpoint.abstract_like(shapes, device), best=best)
     runs.close()
-    if not distilled.get("keep_projection"):  # A training head only: the model is the student alone.
+    kept = bool(distilled.get("keep_projection")) and PROJECTION in params
+    if not kept:  # A training head only: the model is the student alone.
         params = {name: value for name, value in params.items() if name != PROJECTION}
-    return RunModel(
+    pipeline = SentencePipeline(
         encoder_config,
-        params,
         tokenizer,
-        pooler,
-        apply_mlp,
-        number,
+        pooler=pooler,
+        apply_mlp=apply_mlp,
+        width_map=int(params[PROJECTION]["kernel"].shape[1]) if kept else None,
         normalize=bool(distilled.get("normalize", False)),
         max_length=distilled.get("max_length"),
     )
+    return RunModel(pipeline, params, number)

@@ -74,16 +74,7 @@ def load_model(args: argparse.Namespace) -> tuple[SentencePipeline, dict]:
             model = trained_model.load_run_model(args.workdir, step=args.step)
         except (FileNotFoundError, ValueError, KeyError) as error:
             raise UsageError(f"cannot load the run's checkpoint: {error}") from error
-        # Params carry a distilled student's width map only where it is part of the model.
-        pipeline = SentencePipeline(
-            model.config,
-            model.tokenizer,
-            pooler=model.pooler,
-            apply_mlp=model.apply_mlp,
-            width_map=model.params[PROJECTION]["kernel"].shape[1] if PROJECTION in model.params else None,
-            normalize=model.normalize,  # A distilled student normalises as its teacher.
-            max_length=model.max_length,
-        )
+        pipeline = model.pipeline  # A distilled student's: its teacher's normalisation and truncation.
         if args.pooler is not None and args.pooler != pipeline.pooler:
             pipeline = pipeline.replace(pooler=args.pooler, apply_mlp=True)
         return pipeline.replace(max_length=args.max_length or pipeline.max_length), model.params

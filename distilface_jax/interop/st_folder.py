@@ -1,6 +1,6 @@
 """The sentence-transformers side of a model folder: modules.json and its module folders, read
 into a `SentencePipeline` (`load`, with one policy for modules it cannot apply: an error naming
-them) and written from one (`write_sentence_transformers_files`).
+them) and written from one (`save`).
 
 Layout (as `SentenceTransformer.save` writes it):
     modules.json                 Transformer ("") → Pooling (1_Pooling) → [Dense (2_Dense)] → [Normalize]
@@ -19,7 +19,7 @@ from typing import Optional
 import numpy as np
 
 from distilface_jax.models.config import EncoderConfig
-from distilface_jax.models.sentence_pipeline import SentencePipeline
+from distilface_jax.models.sentence_pipeline import PROJECTION, SentencePipeline
 
 _TANH = "torch.nn.modules.activation.Tanh"
 _IDENTITY = "torch.nn.modules.linear.Identity"
@@ -53,19 +53,17 @@ def _write_dense(folder: Path, kernel, bias, activation: str) -> None:
     )
 
 
-def write_sentence_transformers_files(
-    folder: Path,
-    config: EncoderConfig,
-    params: dict,
-    *,
-    pooler: str,
-    keep_mlp: bool,
-    normalize: bool,
-    max_seq_length: int,
-    projection: Optional[dict] = None,
-) -> None:
-    """`projection` ({"kernel" [D_s, D_t], "bias" [D_t]}): a linear Dense module after pooling
-    (and after the MLP head), before Normalize, as the distilled student was trained."""
+def save(folder: Path, pipeline: SentencePipeline, params: dict) -> None:
+    """The sentence-transformers modules of `pipeline` (beside the HF files `hf.save_pretrained`
+    writes): Pooling, the MLP head as Dense(tanh) when it is applied, the width map
+    (`params["projection"]`, {"kernel" [D_s, D_t], "bias" [D_t]}) as a linear Dense, Normalize;
+    max_seq_length is the pipeline's truncation (default: the model's limit, at most 512)."""
+    pipeline.check_params(params)
+    config, pooler = pipeline.encoder, pipeline.pooler
+    if pipeline.output_dim is not None:
+        raise ValueError(
+            f"output_dim {pipeline.output_dim}: a truncated embedding is not written as sentence-transformers modules"
+        )
     if pooler not in ST_POOLING_MODE:
         raise ValueError(
             f"pooler {pooler!r} cannot be expressed with sentence-transformers modules; "
@@ -89,17 +87,17 @@ def write_sentence_transformers_files(
             "include_prompt": True,
         },
     )
-    if pooler == "cls" and keep_mlp:
+    if pipeline.uses_mlp:
         dense = params["mlp"]["dense"]
         _write_dense(folder / "2_Dense", dense["kernel"], dense["bias"], _TANH)
         modules.append({"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"})
-    if projection is not None:
-        index = len(modules)
+    if pipeline.width_map is not None:
+        index, projection = len(modules), params[PROJECTION]
         _write_dense(folder / f"{index}_Dense", projection["kernel"], projection["bias"], _IDENTITY)
         modules.append(
             {"idx": index, "name": str(index), "path": f"{index}_Dense", "type": "sentence_transformers.models.Dense"}
         )
-    if normalize:
+    if pipeline.normalize:
         index = len(modules)
         modules.append(
             {
@@ -111,6 +109,7 @@ def write_sentence_transformers_files(
         )
         (folder / f"{index}_Normalize").mkdir()
     _write_json(folder / "modules.json", modules)
+    max_seq_length = pipeline.max_length or min(512, config.max_position_embeddings)
     _write_json(folder / "sentence_bert_config.json", {"max_seq_length": max_seq_length, "do_lower_case": False})
     _write_json(folder / "config_sentence_transformers.json", {"similarity_fn_name": "cosine"})
 

@@ -124,10 +124,11 @@ def test_atomic_writes_respect_the_umask(tmp_path, umask):
 def test_pooler_mismatch_warns_once_naming_both_and_the_key(tiny_distilbert_dir, tmp_path, caplog):
     from distilface_jax.config.base import unsup_recipe
     from distilface_jax.interop import hf
+    from distilface_jax.models.sentence_pipeline import SentencePipeline
     from distilface_jax.training import initial_model
 
     loaded = hf.load_pretrained(str(tiny_distilbert_dir))
-    folder = hf.save_pretrained(tmp_path / "st", loaded.config, loaded.params, loaded.tokenizer, pooler="avg")
+    folder = hf.save_pretrained(tmp_path / "st", SentencePipeline(loaded.config, loaded.tokenizer), loaded.params)
     config = unsup_recipe(str(folder))  # the recipe's cls on a folder made for mean pooling
     with caplog.at_level(logging.WARNING, logger="distilface_jax"):
         initial_model.build_initial_model(config, str(tmp_path / "run"))

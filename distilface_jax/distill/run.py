@@ -20,20 +20,16 @@ exported sentence-transformers folder has the teacher's pipeline.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
-from typing import Any, Optional
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from distilface_jax import (
-    run_folder,
-    trained_model,
-)
+from distilface_jax import run_folder, run_record
 from distilface_jax.distill import student as student_lib, teacher as teacher_lib
 from distilface_jax.distill.step import (
     TEACHER_EMBEDDING,
@@ -126,18 +122,17 @@ class Distiller:
             model, optimizer, schedule, mesh, self.settings, state_sharding, teacher_model, teacher_params
         )
 
-    def describe(self, workdir: str, keep_projection: bool) -> None:
+    def record(self, keep_projection: bool) -> dict:
         """WORKDIR/distill.json: what evaluate/encode/export need beyond the SimCSE run files."""
-        has_projection = PROJECTION in self.student_params
-        description = {
-            "teacher": self.teacher.source,
-            "teacher_pooler": self.teacher.pipeline.pooler,
-            "normalize": self.settings.student.normalize,
-            "projection": (list(np.shape(self.student_params[PROJECTION]["kernel"])) if has_projection else None),
-            "keep_projection": bool(keep_projection and has_projection),
-            "max_length": self.teacher.pipeline.max_length,
-        }
-        run_folder.write_text(run_folder.path(workdir, run_folder.DISTILL_FILE), json.dumps(description, indent=2))
+        projection = self.student_params.get(PROJECTION)
+        return run_record.distill_record(
+            teacher=self.teacher.source,
+            teacher_pooler=self.teacher.pipeline.pooler,
+            normalize=self.settings.student.normalize,
+            projection=None if projection is None else tuple(int(n) for n in np.shape(projection["kernel"])),
+            keep_projection=keep_projection,
+            max_length=self.teacher.pipeline.max_length,
+        )
 
 
 def _read_corpus(train_file: str):
@@ -198,7 +193,7 @@ def prepare(config, workdir: str) -> Distiller:
         student_config,
         tokenizer,
         pooler=config.model.pooler,
-        apply_mlp=trained_model.eval_pooling(config.model)[1],
+        apply_mlp=run_record.eval_pooling(config.model)[1],
         width_map=teacher.width if PROJECTION in params else None,
         normalize=teacher.pipeline.normalize,
     )
@@ -210,7 +205,7 @@ def prepare(config, workdir: str) -> Distiller:
     )
     distiller = Distiller(teacher, settings, student_config, params, tokenizer)
     if jax.process_index() == 0:
-        distiller.describe(workdir, keeps_projection(config))
+        run_record.write_recipe_record(workdir, {run_folder.DISTILL_FILE: distiller.record(keeps_projection(config))})
     logger.info(
         "student: %d layers, %d parameters; teacher %s: %d layers, pooler %s%s",
         student_config.num_layers,
@@ -221,8 +216,3 @@ def prepare(config, workdir: str) -> Distiller:
         ", normalized" if teacher.pipeline.normalize else "",
     )
     return distiller
-
-
-def read_description(workdir: str) -> Optional[dict]:
-    path = run_folder.path(workdir, run_folder.DISTILL_FILE)
-    return json.loads(path.read_text()) if path.exists() else None

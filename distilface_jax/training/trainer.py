@@ -11,25 +11,20 @@ import dataclasses
 import json
 import logging
 import math
-import platform
 import sys
 import time
 from typing import Optional
 
-import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
-import orbax.checkpoint
-import transformers
 
-from distilface_jax import run_folder, trained_model
+from distilface_jax import run_folder, run_record
 from distilface_jax.distill import run as distill_run
 from distilface_jax.evaluation import sts
 from distilface_jax.evaluation.inference import make_embed_fn
 from distilface_jax.models.sentence_model import SentenceEncoder
-from distilface_jax.models.sentence_pipeline import PROJECTION, SentencePipeline
+from distilface_jax.models.sentence_pipeline import SentencePipeline
 from distilface_jax.training import checkpoint, data, initial_model, profiling, resume, sharding, tiny_data
 from distilface_jax.training.grad_cache import make_grad_cache_fn
 from distilface_jax.training.interrupts import StopSignals
@@ -76,11 +71,9 @@ def load_train_data(config, tokenizer, workdir: str) -> data.TrainData:
 class _Evaluator:
     """STS evaluation of the current params on this process's first device."""
 
-    def __init__(self, config, encoder_config, tokenizer, workdir: str):
+    def __init__(self, config, pipeline: SentencePipeline, workdir: str):
         self.sts_dir = tiny_data.resolve_builtin(config.eval.sts_dir, workdir, "sts")
-        pooler, apply_mlp = trained_model.eval_pooling(config.model)
-        self.pipeline = SentencePipeline(encoder_config, tokenizer, pooler=pooler, apply_mlp=apply_mlp)
-        self.project = distill_run.keeps_projection(config)  # Dev scores the model that is exported.
+        self.pipeline = pipeline  # What the run's record says to embed with: dev scores the exported model.
         self.batch_size = config.eval.batch_size
         self.dev_suite = sts.load_suite(self.sts_dir, mode="dev") if config.eval_every > 0 else None
 
@@ -95,10 +88,7 @@ class _Evaluator:
         return results
 
     def _run(self, params, suite) -> dict:
-        pipeline = self.pipeline
-        if self.project and PROJECTION in params:
-            pipeline = pipeline.replace(width_map=int(params[PROJECTION]["kernel"].shape[1]))
-        embed = make_embed_fn(pipeline, sharding.local_copy(params), batch_size=self.batch_size)
+        embed = make_embed_fn(self.pipeline, sharding.local_copy(params), batch_size=self.batch_size)
         return sts.evaluate_suite(embed, suite)
 
 
@@ -157,7 +147,8 @@ def train_and_evaluate(config, workdir: str) -> Outcome:
     state = create_train_state(params, optimizer, config.seed, replicated)
     del params
     initial.params = None  # The state holds them now; no second host copy.
-    evaluator = _Evaluator(config, encoder_config, tokenizer, workdir)
+    distilled = distiller.record(distill_run.keeps_projection(config)) if distiller else None
+    evaluator = _Evaluator(config, run_record.pipeline_of(config.model, encoder_config, tokenizer, distilled), workdir)
     runs = checkpoint.RunCheckpoints(workdir, keep=config.keep_checkpoints)
     state, start, best_step, best_dev, saved_total = _resume_or_start(
         runs, state, config, encoder_config, tokenizer, workdir, replicated, initial.checkpoint_has_mlp
@@ -165,7 +156,7 @@ def train_and_evaluate(config, workdir: str) -> Outcome:
     if saved_total is not None and saved_total != total_steps:
         resume.check_extension(config, saved_total, total_steps, start)
     if is_main:
-        _write_run_info(workdir, config, mesh, total_steps, start, saved_total)
+        run_record.write_run_info(workdir, config, int(mesh.devices.size), total_steps, start, saved_total)
 
     if distiller:
         step_fn = distiller.make_step(config, mesh, optimizer, schedule, state_shardings(state, replicated))
@@ -268,7 +259,7 @@ def _resume_or_start(
     start = runs.latest_step()
     if start is None:
         if jax.process_index() == 0:
-            trained_model.save_run_description(workdir, config, encoder_config, tokenizer)
+            run_record.save_run_description(workdir, config, encoder_config, tokenizer)
         return state, 0, None, -math.inf, None
     meta = runs.read_meta(start)
     # Compared as saved (JSON): a tuple setting such as distill.student_layers reads back as a list.
@@ -348,25 +339,3 @@ def _preempted(flag: StopSignals, runs: checkpoint.RunCheckpoints, step: int) ->
         # Orbax's preemption sync point gives every host the same answer.
         return runs.latest.reached_preemption(step)
     return flag.received is not None
-
-
-def _write_run_info(workdir: str, config, mesh, total_steps: int, start: int, saved_total: Optional[int]) -> None:
-    info = {
-        "num_devices": int(mesh.devices.size),
-        "num_processes": jax.process_count(),
-        "device_kind": jax.devices()[0].device_kind,
-        "platform": jax.devices()[0].platform,
-        "total_steps": total_steps,
-        "resumed_from_step": start or None,
-        "versions": {
-            "python": platform.python_version(),
-            "jax": jax.__version__,
-            "flax": flax.__version__,
-            "optax": optax.__version__,
-            "orbax-checkpoint": orbax.checkpoint.__version__,
-            "transformers": transformers.__version__,
-        },
-        "config": config.to_dict(),
-    }
-    resume.record_extension(info, workdir, start, saved_total, total_steps)
-    run_folder.write_text(run_folder.path(workdir, run_folder.RUN_INFO_FILE), json.dumps(info, indent=2, default=str))

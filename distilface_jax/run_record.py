@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from distilface_jax import run_folder
+from distilface_jax.config.keys import Config
 from distilface_jax.interop import hf
 from distilface_jax.models.config import EncoderConfig
 from distilface_jax.models.sentence_pipeline import SentencePipeline
@@ -57,7 +58,7 @@ def pipeline_of(
 # ----------------------------------------------------------------------------- written when a run starts
 
 
-def save_run_description(workdir: str, config, encoder_config: EncoderConfig, tokenizer) -> None:
+def save_run_description(workdir: str, config: Config, encoder_config: EncoderConfig, tokenizer) -> None:
     """Written once, when a run starts: what `read` reads back besides the params."""
     folder = run_folder.path(workdir, run_folder.MODEL_DIR)
     run_folder.save_folder(tokenizer.save_pretrained, folder)
@@ -94,7 +95,7 @@ def write_recipe_record(workdir: str, records: Mapping[str, dict]) -> None:
 
 
 def write_run_info(
-    workdir: str, config, num_devices: int, total_steps: int, start: int, saved_total: Optional[int]
+    workdir: str, config: Config, num_devices: int, total_steps: int, start: int, saved_total: Optional[int]
 ) -> None:
     """run_info.json: where and with what the run (or its latest resumption) ran."""
     import flax

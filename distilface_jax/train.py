@@ -58,7 +58,7 @@ def main(argv) -> int:
     if FLAGS.workdir is None:
         raise UsageError("--workdir is required")
     # Imported here, not above: `--help` and usage errors answer before jax is imported.
-    from distilface_jax.config import checks
+    from distilface_jax.cli import checks
 
     checks.check_before_training(FLAGS.config, FLAGS.workdir)
     try:

@@ -26,10 +26,12 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from distilface_jax import run_folder, run_record
+from distilface_jax.config import keys
+from distilface_jax.config.base import distill_block  # noqa: F401  (declared with every key; configs import it here)
+from distilface_jax.config.keys import Config
 from distilface_jax.distill import student as student_lib, teacher as teacher_lib
 from distilface_jax.distill.step import (
     TEACHER_EMBEDDING,
@@ -44,25 +46,8 @@ from distilface_jax.training import data, initial_model, tiny_data
 logger = logging.getLogger(__name__)
 
 
-def distill_block() -> ml_collections.ConfigDict:
-    """The `config.distill` defaults (added by distillation configs only, so SimCSE configs and
-    their workdirs are unchanged)."""
-    block = ml_collections.ConfigDict()
-    block.teacher = "sentence-transformers/all-MiniLM-L6-v2"
-    block.teacher_pooler = ""
-    block.teacher_normalize = ml_collections.config_dict.placeholder(bool)
-    block.teacher_max_length = 0
-    block.student_layers = ml_collections.config_dict.placeholder(tuple)
-    block.teacher_in_step = False
-    block.contrastive_weight = 0.0
-    block.temperature = 0.05
-    block.teacher_batch_size = 128  # per device
-    block.keep_projection = False
-    return block
-
-
-def enabled(config) -> bool:
-    return "distill" in config and bool(config.distill.teacher)
+def enabled(config: Config) -> bool:
+    return keys.recipe_name(config) == "distill"
 
 
 def keeps_projection(config) -> bool:

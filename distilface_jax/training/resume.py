@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import json
 
+from distilface_jax.config.keys import Config
+
 # Settings that may differ between a checkpoint and the config resuming it: they do not change
 # what is computed. A key is allowed with everything below it ("eval" = every eval.* setting).
 MAY_CHANGE = (
@@ -109,7 +111,7 @@ def with_legacy_keys(saved: dict, current: dict, checkpoint_has_mlp: bool) -> di
     return filled
 
 
-def check_extension(config, saved_total: int, total_steps: int, start: int) -> None:
+def check_extension(config: Config, saved_total: int, total_steps: int, start: int) -> None:
     """The checkpoint planned `saved_total` steps, this config plans `total_steps`: allowed only
     with `config.extend`, and never to fewer steps than were already done."""
     if not config.extend:

@@ -1,5 +1,7 @@
-"""What the trainer needs from a distillation config: the student, the teacher's targets in the
-data, the step, and the run's description for `evaluate/encode/export --workdir`.
+"""The distillation recipe (`DistillRecipe`, a `training.recipe.Recipe`): what the shared loop
+needs from a distillation config: the student, the teacher's targets in the data, the step,
+the dev-evaluation pipeline and the run's record (distill.json) for `evaluate/encode/export
+--workdir`.
 
 A config distils when it has a `distill` block with a teacher (`configs/distill_*.py`):
     distill.teacher            HF folder or hub id of the teacher (sentence-transformers or plain)
@@ -22,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from typing import Any
+from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
@@ -42,6 +44,8 @@ from distilface_jax.distill.step import (
 from distilface_jax.models.config import EncoderConfig
 from distilface_jax.models.sentence_pipeline import PROJECTION, SentencePipeline
 from distilface_jax.training import data, initial_model, tiny_data
+from distilface_jax.training.initial_model import InitialModel
+from distilface_jax.training.recipe import Recipe, Step
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +54,7 @@ def enabled(config: Config) -> bool:
     return keys.recipe_name(config) == "distill"
 
 
-def keeps_projection(config) -> bool:
+def keeps_projection(config: Config) -> bool:
     """True when a width map D_s → D_t is part of the trained model (evaluated and exported)."""
     return enabled(config) and bool(config.distill.get("keep_projection", False))
 
@@ -67,7 +71,7 @@ class Distiller:
     def student(self) -> tuple[EncoderConfig, dict, Any]:
         return self.student_config, self.student_params, self.student_tokenizer
 
-    def attach_teacher(self, train_data: data.TrainData, config, workdir: str) -> data.TrainData:
+    def attach_teacher(self, train_data: data.TrainData, config: Config, workdir: str) -> data.TrainData:
         """The training data with the teacher's targets as extra per-example arrays: its cached
         embeddings [N, D_t], or (teacher in the step) its own tokens of the same text [N, 1, L_t]."""
         if config.data.format != "unsup":
@@ -96,7 +100,7 @@ class Distiller:
             extra = {TEACHER_EMBEDDING: embeddings}
         return dataclasses.replace(train_data, arrays={**train_data.arrays, **extra})
 
-    def make_step(self, config, mesh, optimizer, schedule, state_sharding):
+    def make_step(self, config: Config, mesh, optimizer, schedule, state_sharding):
         dtype, attention_impl = jnp.dtype(config.model.dtype), config.model.attention_impl
         model = self.settings.student.module(dtype, attention_impl)
         teacher_model = teacher_params = None
@@ -127,7 +131,7 @@ def _read_corpus(train_file: str):
     return source, views[0]
 
 
-def check_corpus(config, workdir: str) -> None:
+def check_corpus(config: Config, workdir: str) -> None:
     """An empty corpus is one clear error, before any model is loaded."""
     train_file = tiny_data.resolve_builtin(config.data.train_file, workdir, "corpus")
     path = os.path.expanduser(train_file)
@@ -143,7 +147,7 @@ def _projection(student_width: int, teacher_width: int, seed: int) -> dict:
     return {"kernel": np.asarray(kernel), "bias": np.zeros((teacher_width,), np.float32)}
 
 
-def prepare(config, workdir: str) -> Distiller:
+def prepare(config: Config, workdir: str) -> Distiller:
     """Teacher and student of a distillation config, both checked; errors name the setting."""
     distill = config.distill
     check_corpus(config, workdir)
@@ -189,8 +193,6 @@ def prepare(config, workdir: str) -> Distiller:
         contrastive_weight=distill.contrastive_weight,
     )
     distiller = Distiller(teacher, settings, student_config, params, tokenizer)
-    if jax.process_index() == 0:
-        run_record.write_recipe_record(workdir, {run_folder.DISTILL_FILE: distiller.record(keeps_projection(config))})
     logger.info(
         "student: %d layers, %d parameters; teacher %s: %d layers, pooler %s%s",
         student_config.num_layers,
@@ -201,3 +203,32 @@ def prepare(config, workdir: str) -> Distiller:
         ", normalized" if teacher.pipeline.normalize else "",
     )
     return distiller
+
+
+class DistillRecipe(Recipe):
+    """Distillation as a recipe of the shared loop: the teacher and student are loaded when the
+    loop asks for the initial model, and kept for the data, the step and the record."""
+
+    name = "distill"
+
+    def __init__(self):
+        self.distiller: Optional[Distiller] = None
+
+    def initial_model(self, config: Config, workdir: str) -> InitialModel:
+        self.distiller = prepare(config, workdir)
+        return InitialModel(*self.distiller.student, checkpoint_has_mlp=False)
+
+    def records(self, config: Config) -> dict[str, dict]:
+        return {run_folder.DISTILL_FILE: self.distiller.record(keeps_projection(config))}
+
+    def attach(self, train_data: data.TrainData, config: Config, workdir: str) -> data.TrainData:
+        return self.distiller.attach_teacher(train_data, config, workdir)
+
+    def eval_pipeline(self, config: Config, model: InitialModel) -> SentencePipeline:
+        record = self.distiller.record(keeps_projection(config))
+        return run_record.pipeline_of(config.model, model.encoder_config, model.tokenizer, record)
+
+    def make_step(
+        self, config: Config, model: InitialModel, train_data: data.TrainData, mesh, optimizer, schedule, state_sharding
+    ) -> Step:
+        return self.distiller.make_step(config, mesh, optimizer, schedule, state_sharding)

@@ -174,3 +174,34 @@ def test_cli_refuses_modules_it_does_not_apply(tiny_distilbert_dir, tmp_path, ca
     assert error.startswith("error: ") and len(error.strip().splitlines()) == 1, error
     assert "not reproduced here: 2_Dense (sentence_transformers.models.Dense)" in error
     assert not (tmp_path / "out.npy").exists()
+
+
+def test_cli_refuses_a_pooling_mode_it_cannot_apply_unless_told_the_pooler(tiny_distilbert_dir, tmp_path, capsys):
+    """Max pooling is not one of ours: refused (it silently became mean pooling before), unless
+    --pooler replaces the folder's pooling knowingly."""
+    import json
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_distilbert_dir, folder)
+    (folder / "modules.json").write_text(
+        json.dumps(
+            [
+                {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+                {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+            ]
+        )
+    )
+    (folder / "1_Pooling").mkdir()
+    (folder / "1_Pooling" / "config.json").write_text(
+        json.dumps({"word_embedding_dimension": 32, "pooling_mode_max_tokens": True})
+    )
+    (tmp_path / "in.txt").write_text("\n".join(SENTENCES) + "\n")
+    arguments = ["--model", str(folder), "--input", str(tmp_path / "in.txt"), "--output", str(tmp_path / "out.npy")]
+    assert encode.main(arguments) == 2
+    error = capsys.readouterr().err
+    assert "1_Pooling (sentence_transformers.models.Pooling, a pooling mode other than cls or mean)" in error
+    assert encode.main([*arguments, "--pooler", "avg"]) == 0
+    np.testing.assert_allclose(
+        np.load(tmp_path / "out.npy"), torch_mean_pooled(tiny_distilbert_dir, SENTENCES), atol=1e-5, rtol=0
+    )

@@ -26,7 +26,7 @@ def score_subsets(teacher, suite, size: int) -> list[dict]:
     results = []
     for layers in itertools.combinations(range(teacher.config.num_layers), size):
         config, params = cut_layers(teacher.config, teacher.params, layers)
-        embed = make_embed_fn(config, params, teacher.tokenizer, pooler=teacher.pooler, apply_mlp=teacher.apply_mlp)
+        embed = make_embed_fn(teacher.pipeline.replace(encoder=config), params)
         scores = sts.evaluate_suite(embed, suite)
         results.append({"layers": list(layers), "STSBenchmark_dev": scores["STSBenchmark"]})
     return sorted(results, key=lambda row: -row["STSBenchmark_dev"])
@@ -42,9 +42,7 @@ def main() -> None:
     teacher = load_teacher(args.teacher)
     suite = sts.load_suite(args.sts_dir, mode="dev", tasks=["STSBenchmark"])
     start = time.perf_counter()
-    full = make_embed_fn(
-        teacher.config, teacher.params, teacher.tokenizer, pooler=teacher.pooler, apply_mlp=teacher.apply_mlp
-    )
+    full = make_embed_fn(teacher.pipeline, teacher.params)
     report = {"teacher_STSBenchmark_dev": sts.evaluate_suite(full, suite)["STSBenchmark"]}
     print(f"teacher ({teacher.config.num_layers} layers): STS-B dev {report['teacher_STSBenchmark_dev']:.2f}")
     for size in args.sizes:

@@ -55,8 +55,10 @@ def table(results: dict) -> dict:
 
 def our_scores(config, params, tokenizer, pooler, suite) -> dict:
     from distilface_jax.evaluation.inference import make_embed_fn
+    from distilface_jax.models.sentence_pipeline import SentencePipeline
 
-    return table(sts.evaluate_suite(make_embed_fn(config, params, tokenizer, pooler=pooler), suite))
+    embed = make_embed_fn(SentencePipeline(config, tokenizer, pooler=pooler), params)
+    return table(sts.evaluate_suite(embed, suite))
 
 
 def st_scores(model, suite) -> dict:
@@ -108,7 +110,7 @@ def run_ours(args, suite, teacher_dir: str) -> dict:
     epochs = {}
     for epoch in range(1, args.epochs + 1):
         model = trained_model.load_run_model(str(workdir), step=str(epoch * steps_per_epoch))
-        epochs[epoch] = our_scores(model.config, model.params, model.tokenizer, model.pooler, suite)
+        epochs[epoch] = our_scores(model.config, model.params, model.tokenizer, model.pipeline.pooler, suite)
         log(f"ours epoch {epoch}: {epochs[epoch]}")
     student_dir = args.out / "ours_student"
     subprocess.run(
@@ -193,6 +195,7 @@ def run_peer(args, suite, teacher_dir: str) -> dict:
 
     from distilface_jax.evaluation.inference import make_embed_fn
     from distilface_jax.interop import hf
+    from distilface_jax.models.sentence_pipeline import SentencePipeline
 
     torch.manual_seed(0)
     sentences = [line.strip() for line in open(args.train_file, encoding="utf-8") if line.strip()]
@@ -239,7 +242,7 @@ def run_peer(args, suite, teacher_dir: str) -> dict:
     for epoch in args.peer_eval_epochs or range(1, args.epochs + 1):
         model = hf.load_pretrained(str(epoch_dir / f"epoch_{epoch}"))
         epochs[epoch] = table(
-            sts.evaluate_suite(make_embed_fn(model.config, model.params, model.tokenizer, pooler="avg"), suite)
+            sts.evaluate_suite(make_embed_fn(SentencePipeline(model.config, model.tokenizer), model.params), suite)
         )
         log(f"peer epoch {epoch}: {epochs[epoch]} ({timer.seconds[epoch - 1]:.1f} s)")
     return {
@@ -337,11 +340,15 @@ def main() -> None:
     suite = sts.load_suite(args.sts_dir, mode="test")
     teacher = load_teacher(teacher_dir)
     if not args.skip_teacher_table:
-        report["teacher"] = our_scores(teacher.config, teacher.params, teacher.tokenizer, teacher.pooler, suite)
+        report["teacher"] = our_scores(
+            teacher.config, teacher.params, teacher.tokenizer, teacher.pipeline.pooler, suite
+        )
         log(f"teacher: {report['teacher']}")
     if not args.skip_before:
         config, params = cut_layers(teacher.config, teacher.params, args.layers)
-        report["student_before_training"] = our_scores(config, params, teacher.tokenizer, teacher.pooler, suite)
+        report["student_before_training"] = our_scores(
+            config, params, teacher.tokenizer, teacher.pipeline.pooler, suite
+        )
         log(f"student {args.layers} before training: {report['student_before_training']}")
         del params
     del teacher

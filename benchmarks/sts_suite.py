@@ -62,17 +62,12 @@ def timed(fn: Callable[[], object], repeats: int) -> tuple[object, float]:
 def run_ours(args: argparse.Namespace, suite: list, max_length: int) -> dict:
     from distilface_jax.evaluation import inference, sts
     from distilface_jax.interop import hf
+    from distilface_jax.models.sentence_pipeline import SentencePipeline
 
     start = time.perf_counter()
     model = hf.load_pretrained(args.model)
-    embed = inference.make_embed_fn(
-        model.config,
-        model.params,
-        model.tokenizer,
-        pooler=args.pooler,
-        batch_size=args.batch_size,
-        max_length=max_length,
-    )
+    pipeline = SentencePipeline(model.config, model.tokenizer, pooler=args.pooler, max_length=max_length)
+    embed = inference.make_embed_fn(pipeline, model.params, batch_size=args.batch_size)
     load_s = time.perf_counter() - start
     _, cold_s = timed(lambda: sts.evaluate_suite(embed, suite), 1)  # compiles every bucket shape
     results, warm_s = timed(lambda: sts.evaluate_suite(embed, suite), args.repeats)

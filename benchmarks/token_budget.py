@@ -57,6 +57,7 @@ def main(argv=None) -> int:
 
     from distilface_jax.evaluation import inference, sts
     from distilface_jax.interop import hf
+    from distilface_jax.models.sentence_pipeline import SentencePipeline
 
     torch.set_num_threads(args.threads)
     st_model = SentenceTransformer(args.model, device="cpu")
@@ -92,16 +93,8 @@ def main(argv=None) -> int:
         st_s = time.perf_counter() - start
         results = {}
         for name, budget in variants.items():
-            embed = inference.make_embed_fn(
-                model.config,
-                model.params,
-                model.tokenizer,
-                pooler="avg",
-                batch_size=args.batch_size,
-                max_length=max_length,
-                tokens_per_batch=budget,
-                normalize=True,
-            )
+            pipeline = SentencePipeline(model.config, model.tokenizer, normalize=True, max_length=max_length)
+            embed = inference.make_embed_fn(pipeline, model.params, batch_size=args.batch_size, tokens_per_batch=budget)
             start = time.perf_counter()
             embed(sentences)
             cold = time.perf_counter() - start

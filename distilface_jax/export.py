@@ -24,7 +24,6 @@ from typing import Optional, Sequence
 from distilface_jax import run_folder
 from distilface_jax.cli.model_arguments import STEP_HELP, make_parser
 from distilface_jax.cli.policy import UsageError, configure_output, run_main
-from distilface_jax.evaluation.inference import PROJECTION
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -61,24 +60,14 @@ def _export(args) -> int:
         raise UsageError(f"--workdir {args.workdir}: no such folder")
     try:
         model = trained_model.load_run_model(args.workdir, step=args.step)
-        out = hf.save_pretrained(
-            args.out,
-            model.config,
-            model.params,
-            model.tokenizer,
-            pooler=model.pooler,
-            keep_mlp=model.apply_mlp,
-            normalize=args.normalize or model.normalize,
-            projection=model.params.get(PROJECTION),
-            max_seq_length=model.max_length,
-            overwrite=args.overwrite,
-        )
+        pipeline = model.pipeline.replace(normalize=True) if args.normalize else model.pipeline
+        out = hf.save_pretrained(args.out, pipeline, model.params, overwrite=args.overwrite)
     except (FileNotFoundError, FileExistsError, ValueError, KeyError) as error:
         raise UsageError(str(error).strip("'\"")) from error
     print(
-        f"exported step {model.step} of {args.workdir} ({model.config.model_type}, pooler {model.pooler}"
-        f"{', MLP head kept' if model.pooler == 'cls' and model.apply_mlp else ''}"
-        f"{', width map kept' if PROJECTION in model.params else ''}) to {out}",
+        f"exported step {model.step} of {args.workdir} ({pipeline.encoder.model_type}, pooler {pipeline.pooler}"
+        f"{', MLP head kept' if pipeline.uses_mlp else ''}"
+        f"{', width map kept' if pipeline.width_map is not None else ''}) to {out}",
         file=sys.stderr,
     )
     return 0

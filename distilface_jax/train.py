@@ -58,17 +58,19 @@ def main(argv) -> int:
     if FLAGS.workdir is None:
         raise UsageError("--workdir is required")
     # Imported here, not above: `--help` and usage errors answer before jax is imported.
-    from distilface_jax.config import checks
+    from distilface_jax.cli import checks
 
     checks.check_before_training(FLAGS.config, FLAGS.workdir)
     try:
         distributed.initialize_from_flags()  # Before anything touches a device.
     except ValueError as error:
         raise UsageError(str(error)) from None
+    from distilface_jax import recipes
     from distilface_jax.training import resume, trainer
 
     try:
-        outcome = trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+        # The config says which recipe (SimCSE, or distillation with a `distill` block); the loop is handed it.
+        outcome = trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir, recipes.for_config(FLAGS.config))
     except (trainer.NonFiniteLossError, resume.ConfigMismatchError) as error:
         last = _last_checkpoint(FLAGS.workdir)
         print(f"error: {error}. Last good checkpoint: {last}", file=sys.stderr)

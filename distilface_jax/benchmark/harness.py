@@ -44,6 +44,7 @@ from distilface_jax.evaluation import sts
 from distilface_jax.evaluation.inference import make_embed_fn
 from distilface_jax.models.config import EncoderConfig
 from distilface_jax.models.sentence_model import SentenceEncoder, init_params
+from distilface_jax.models.sentence_pipeline import SentencePipeline
 from distilface_jax.training import sharding, tiny_data
 from distilface_jax.training.objective import LossConfig
 from distilface_jax.training.optimizer import OptimizerSettings, make_optimizer
@@ -271,10 +272,8 @@ def _embed_fn(config: EncoderConfig, tokenizer, args):
     params = init_params(config, jax.random.key(args.seed))
     # SimCSE evaluates unsupervised models without the MLP head (mlp_only_train).
     return make_embed_fn(
-        config,
+        SentencePipeline(config, tokenizer, pooler="cls_before_pooler"),
         params,
-        tokenizer,
-        pooler="cls_before_pooler",
         batch_size=args.eval_batch_size,
         dtype=jnp.dtype(args.dtype),
         attention_impl=args.attention_impl,

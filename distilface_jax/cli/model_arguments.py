@@ -7,16 +7,15 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import sys
 from pathlib import Path
 
 from distilface_jax import trained_model
 from distilface_jax.cli.policy import VERBOSITY_HELP, UsageError
-from distilface_jax.evaluation.inference import PROJECTION, make_embed_fn
+from distilface_jax.evaluation.inference import make_embed_fn
 from distilface_jax.evaluation.inference_batches import DEFAULT_TOKENS_PER_ROW
 from distilface_jax.interop import hf, st_folder
 from distilface_jax.models.pooling import POOLERS
+from distilface_jax.models.sentence_pipeline import PROJECTION, SentencePipeline
 
 __all__ = ["UsageError", "STEP_HELP", "make_parser", "add_model_arguments", "load_model", "build_embed_fn"]
 
@@ -67,42 +66,36 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def load_model(args: argparse.Namespace):
-    """(model with .config/.params/.tokenizer, pooler, apply_mlp, normalizes) that the arguments
-    name; `normalizes` is True when a sentence-transformers folder ends in Normalize."""
+def load_model(args: argparse.Namespace) -> tuple[SentencePipeline, dict]:
+    """(pipeline, params) of the model the arguments name, with the arguments' overrides:
+    --pooler replaces the model's pooling, --max-length its truncation."""
     if args.workdir:
         try:
             model = trained_model.load_run_model(args.workdir, step=args.step)
         except (FileNotFoundError, ValueError, KeyError) as error:
             raise UsageError(f"cannot load the run's checkpoint: {error}") from error
-        pooler, apply_mlp = model.pooler, model.apply_mlp
-        if args.pooler is not None and args.pooler != model.pooler:
-            pooler, apply_mlp = args.pooler, True
-        return model, pooler, apply_mlp, model.normalize  # A distilled student normalises as its teacher.
+        pipeline = model.pipeline  # A distilled student's: its teacher's normalisation and truncation.
+        if args.pooler is not None and args.pooler != pipeline.pooler:
+            pipeline = pipeline.replace(pooler=args.pooler, apply_mlp=True)
+        return pipeline.replace(max_length=args.max_length or pipeline.max_length), model.params
     if args.step is not None:
         raise UsageError("--step goes with --workdir")
     try:
         model = hf.load_pretrained(args.model)
-    except (hf.ModelLoadError, OSError) as error:
-        raise UsageError(f"cannot load model: {error}") from error
-    folder = Path(model.source)
-    described = st_folder.read_pooler(folder)
-    # The folder's own sentence-transformers pooling, unless told otherwise; else mean pooling.
-    pooler, apply_mlp = (args.pooler, True) if args.pooler else (described or ("avg", True))
-    unsupported = st_folder.unsupported_modules(folder, model.config.hidden_size, linear_dense_supported=True)
-    if unsupported:
-        print(
-            f"warning: {folder}: sentence-transformers modules not applied here: {', '.join(unsupported)}",
-            file=sys.stderr,
+        # The folder's own sentence-transformers pipeline, unless --pooler says otherwise; mean
+        # pooling for a plain HF folder. A module it cannot apply is an error, not a warning.
+        pipeline, width_map = st_folder.load(
+            Path(model.source), model.config, model.tokenizer, pooler=args.pooler, default_pooler="avg"
         )
-    projection = st_folder.read_linear_dense(folder)  # A distilled student's kept width map.
-    if projection is not None:
-        model = dataclasses.replace(model, params={**model.params, PROJECTION: projection})
-    return model, pooler, apply_mlp, st_folder.normalizes(folder)
+    except (hf.ModelLoadError, OSError, ValueError) as error:
+        raise UsageError(f"cannot load model: {error}") from error
+    params = model.params if width_map is None else {**model.params, PROJECTION: width_map}
+    # Truncation: --max-length, else the model's own limit (the folder's max_seq_length is not read here).
+    return pipeline.replace(max_length=args.max_length), params
 
 
 def build_embed_fn(args: argparse.Namespace, *, normalize: bool = False, progress: bool = False):
-    """The embedding function the model arguments describe."""
+    """The embedding function the model arguments describe; `normalize` adds unit length."""
 
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -110,19 +103,9 @@ def build_embed_fn(args: argparse.Namespace, *, normalize: bool = False, progres
         raise UsageError(f"--max-length must be >= 2 (room for [CLS] and [SEP]), got {args.max_length}")
     if args.tokens_per_batch is not None and args.tokens_per_batch < 1:
         raise UsageError(f"--tokens-per-batch must be >= 1, got {args.tokens_per_batch}")
-    model, pooler, apply_mlp, folder_normalizes = load_model(args)
-    # Params carry a distilled student's width map only where it is part of the model.
-    # A folder whose sentence-transformers pipeline normalises gets the same unit vectors here.
+    pipeline, params = load_model(args)
+    if normalize:
+        pipeline = pipeline.replace(normalize=True)
     return make_embed_fn(
-        model.config,
-        model.params,
-        model.tokenizer,
-        pooler=pooler,
-        batch_size=args.batch_size,
-        max_length=args.max_length or getattr(model, "max_length", None),
-        normalize=normalize or folder_normalizes,
-        progress=progress,
-        apply_mlp=apply_mlp,
-        tokens_per_batch=args.tokens_per_batch,
-        project=PROJECTION in model.params,
+        pipeline, params, batch_size=args.batch_size, progress=progress, tokens_per_batch=args.tokens_per_batch
     )

@@ -4,5 +4,5 @@ student.py       the student: a layer subset of the teacher, or any supported HF
 teacher.py       the frozen teacher and its own pooling/normalisation; cached corpus embeddings
 objective.py     MSE (+ optional contrastive term) between student and teacher embeddings
 step.py          the sharded gradient of that objective, plugged into the shared train step
-run.py           what the trainer needs from a distillation config (model, data, step)
+run.py           the distillation recipe: what the shared loop needs (model, data, step, record)
 """

@@ -1,5 +1,7 @@
-"""What the trainer needs from a distillation config: the student, the teacher's targets in the
-data, the step, and the run's description for `evaluate/encode/export --workdir`.
+"""The distillation recipe (`DistillRecipe`, a `training.recipe.Recipe`): what the shared loop
+needs from a distillation config: the student, the teacher's targets in the data, the step,
+the dev-evaluation pipeline and the run's record (distill.json) for `evaluate/encode/export
+--workdir`.
 
 A config distils when it has a `distill` block with a teacher (`configs/distill_*.py`):
     distill.teacher            HF folder or hub id of the teacher (sentence-transformers or plain)
@@ -20,57 +22,39 @@ exported sentence-transformers folder has the teacher's pipeline.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
-from distilface_jax import (
-    run_folder,
-    trained_model,
-)
+from distilface_jax import run_folder, run_record
+from distilface_jax.config import keys
+from distilface_jax.config.base import distill_block  # noqa: F401  (declared with every key; configs import it here)
+from distilface_jax.config.keys import Config
 from distilface_jax.distill import student as student_lib, teacher as teacher_lib
 from distilface_jax.distill.step import (
-    PROJECTION,
     TEACHER_EMBEDDING,
     TEACHER_PREFIX,
     DistillSettings,
     make_distill_step,
 )
 from distilface_jax.models.config import EncoderConfig
-from distilface_jax.models.sentence_model import SentenceEncoder
+from distilface_jax.models.sentence_pipeline import PROJECTION, SentencePipeline
 from distilface_jax.training import data, initial_model, tiny_data
+from distilface_jax.training.initial_model import InitialModel
+from distilface_jax.training.recipe import Recipe, Step
 
 logger = logging.getLogger(__name__)
 
 
-def distill_block() -> ml_collections.ConfigDict:
-    """The `config.distill` defaults (added by distillation configs only, so SimCSE configs and
-    their workdirs are unchanged)."""
-    block = ml_collections.ConfigDict()
-    block.teacher = "sentence-transformers/all-MiniLM-L6-v2"
-    block.teacher_pooler = ""
-    block.teacher_normalize = ml_collections.config_dict.placeholder(bool)
-    block.teacher_max_length = 0
-    block.student_layers = ml_collections.config_dict.placeholder(tuple)
-    block.teacher_in_step = False
-    block.contrastive_weight = 0.0
-    block.temperature = 0.05
-    block.teacher_batch_size = 128  # per device
-    block.keep_projection = False
-    return block
+def enabled(config: Config) -> bool:
+    return keys.recipe_name(config) == "distill"
 
 
-def enabled(config) -> bool:
-    return "distill" in config and bool(config.distill.teacher)
-
-
-def keeps_projection(config) -> bool:
+def keeps_projection(config: Config) -> bool:
     """True when a width map D_s → D_t is part of the trained model (evaluated and exported)."""
     return enabled(config) and bool(config.distill.get("keep_projection", False))
 
@@ -87,7 +71,7 @@ class Distiller:
     def student(self) -> tuple[EncoderConfig, dict, Any]:
         return self.student_config, self.student_params, self.student_tokenizer
 
-    def attach_teacher(self, train_data: data.TrainData, config, workdir: str) -> data.TrainData:
+    def attach_teacher(self, train_data: data.TrainData, config: Config, workdir: str) -> data.TrainData:
         """The training data with the teacher's targets as extra per-example arrays: its cached
         embeddings [N, D_t], or (teacher in the step) its own tokens of the same text [N, 1, L_t]."""
         if config.data.format != "unsup":
@@ -116,38 +100,28 @@ class Distiller:
             extra = {TEACHER_EMBEDDING: embeddings}
         return dataclasses.replace(train_data, arrays={**train_data.arrays, **extra})
 
-    def make_step(self, config, mesh, optimizer, schedule, state_sharding):
-        model = SentenceEncoder(
-            self.student_config,
-            pooler=config.model.pooler,
-            dtype=jnp.dtype(config.model.dtype),
-            attention_impl=config.model.attention_impl,
-        )
+    def make_step(self, config: Config, mesh, optimizer, schedule, state_sharding):
+        dtype, attention_impl = jnp.dtype(config.model.dtype), config.model.attention_impl
+        model = self.settings.student.module(dtype, attention_impl)
         teacher_model = teacher_params = None
         if config.distill.teacher_in_step:
-            teacher_model = SentenceEncoder(
-                self.teacher.config,
-                pooler=self.teacher.pooler,
-                dtype=jnp.dtype(config.model.dtype),
-                attention_impl=config.model.attention_impl,
-            )
+            teacher_model = self.settings.teacher.module(dtype, attention_impl)
             teacher_params = self.teacher.params
         return make_distill_step(
             model, optimizer, schedule, mesh, self.settings, state_sharding, teacher_model, teacher_params
         )
 
-    def describe(self, workdir: str, keep_projection: bool) -> None:
+    def record(self, keep_projection: bool) -> dict:
         """WORKDIR/distill.json: what evaluate/encode/export need beyond the SimCSE run files."""
-        has_projection = PROJECTION in self.student_params
-        description = {
-            "teacher": self.teacher.source,
-            "teacher_pooler": self.teacher.pooler,
-            "normalize": self.settings.normalize,
-            "projection": (list(np.shape(self.student_params[PROJECTION]["kernel"])) if has_projection else None),
-            "keep_projection": bool(keep_projection and has_projection),
-            "max_length": self.teacher.max_length,
-        }
-        run_folder.write_text(run_folder.path(workdir, run_folder.DISTILL_FILE), json.dumps(description, indent=2))
+        projection = self.student_params.get(PROJECTION)
+        return run_record.distill_record(
+            teacher=self.teacher.source,
+            teacher_pooler=self.teacher.pipeline.pooler,
+            normalize=self.settings.student.normalize,
+            projection=None if projection is None else tuple(int(n) for n in np.shape(projection["kernel"])),
+            keep_projection=keep_projection,
+            max_length=self.teacher.pipeline.max_length,
+        )
 
 
 def _read_corpus(train_file: str):
@@ -157,7 +131,7 @@ def _read_corpus(train_file: str):
     return source, views[0]
 
 
-def check_corpus(config, workdir: str) -> None:
+def check_corpus(config: Config, workdir: str) -> None:
     """An empty corpus is one clear error, before any model is loaded."""
     train_file = tiny_data.resolve_builtin(config.data.train_file, workdir, "corpus")
     path = os.path.expanduser(train_file)
@@ -173,7 +147,7 @@ def _projection(student_width: int, teacher_width: int, seed: int) -> dict:
     return {"kernel": np.asarray(kernel), "bias": np.zeros((teacher_width,), np.float32)}
 
 
-def prepare(config, workdir: str) -> Distiller:
+def prepare(config: Config, workdir: str) -> Distiller:
     """Teacher and student of a distillation config, both checked; errors name the setting."""
     distill = config.distill
     check_corpus(config, workdir)
@@ -202,29 +176,59 @@ def prepare(config, workdir: str) -> Distiller:
     params = dict(params)
     if student_config.hidden_size != teacher.width:
         params[PROJECTION] = _projection(student_config.hidden_size, teacher.width, config.seed)
+    # The student as trained: pooled as configured, its MLP head as at evaluation, the width
+    # map when the widths differ, normalised exactly when the teacher is.
+    student = SentencePipeline(
+        student_config,
+        tokenizer,
+        pooler=config.model.pooler,
+        apply_mlp=run_record.eval_pooling(config.model)[1],
+        width_map=teacher.width if PROJECTION in params else None,
+        normalize=teacher.pipeline.normalize,
+    )
     settings = DistillSettings(
-        apply_mlp=trained_model.eval_pooling(config.model)[1],
-        normalize=teacher.normalize,
-        teacher_normalize=teacher.normalize,
-        teacher_apply_mlp=teacher.apply_mlp,
+        student=student,
+        teacher=teacher.pipeline,
         temperature=distill.temperature,
         contrastive_weight=distill.contrastive_weight,
     )
     distiller = Distiller(teacher, settings, student_config, params, tokenizer)
-    if jax.process_index() == 0:
-        distiller.describe(workdir, keeps_projection(config))
     logger.info(
         "student: %d layers, %d parameters; teacher %s: %d layers, pooler %s%s",
         student_config.num_layers,
         student_lib.count_parameters(params),
         teacher.source,
         teacher.config.num_layers,
-        teacher.pooler,
-        ", normalized" if teacher.normalize else "",
+        teacher.pipeline.pooler,
+        ", normalized" if teacher.pipeline.normalize else "",
     )
     return distiller
 
 
-def read_description(workdir: str) -> Optional[dict]:
-    path = run_folder.path(workdir, run_folder.DISTILL_FILE)
-    return json.loads(path.read_text()) if path.exists() else None
+class DistillRecipe(Recipe):
+    """Distillation as a recipe of the shared loop: the teacher and student are loaded when the
+    loop asks for the initial model, and kept for the data, the step and the record."""
+
+    name = "distill"
+
+    def __init__(self):
+        self.distiller: Optional[Distiller] = None
+
+    def initial_model(self, config: Config, workdir: str) -> InitialModel:
+        self.distiller = prepare(config, workdir)
+        return InitialModel(*self.distiller.student, checkpoint_has_mlp=False)
+
+    def records(self, config: Config) -> dict[str, dict]:
+        return {run_folder.DISTILL_FILE: self.distiller.record(keeps_projection(config))}
+
+    def attach(self, train_data: data.TrainData, config: Config, workdir: str) -> data.TrainData:
+        return self.distiller.attach_teacher(train_data, config, workdir)
+
+    def eval_pipeline(self, config: Config, model: InitialModel) -> SentencePipeline:
+        record = self.distiller.record(keeps_projection(config))
+        return run_record.pipeline_of(config.model, model.encoder_config, model.tokenizer, record)
+
+    def make_step(
+        self, config: Config, model: InitialModel, train_data: data.TrainData, mesh, optimizer, schedule, state_sharding
+    ) -> Step:
+        return self.distiller.make_step(config, mesh, optimizer, schedule, state_sharding)

@@ -15,13 +15,13 @@ import functools
 from typing import Optional
 
 import jax
-import jax.numpy as jnp
 from jax.sharding import Mesh, PartitionSpec as P
 
 from distilface_jax.distill import objective
-from distilface_jax.evaluation.inference import PROJECTION
+from distilface_jax.models import sentence_pipeline
 from distilface_jax.models.sentence_model import SentenceEncoder
-from distilface_jax.training import losses, step as train_step
+from distilface_jax.models.sentence_pipeline import SentencePipeline
+from distilface_jax.training import step as train_step
 from distilface_jax.training.keys import example_keys
 from distilface_jax.training.objective import LossConfig
 from distilface_jax.training.sharding import DATA_AXIS, batch_sharded, replicated
@@ -33,10 +33,12 @@ _TOKEN_KEYS = ("input_ids", "attention_mask", "token_type_ids")
 
 @dataclasses.dataclass(frozen=True)
 class DistillSettings:
-    apply_mlp: bool = True  # the student's MLP head, as at evaluation (cls pooler only)
-    normalize: bool = False  # student embeddings L2-normalised, as the teacher's are
-    teacher_normalize: bool = False  # only for the teacher in the step
-    teacher_apply_mlp: bool = True
+    """What the distillation gradient computes: the student's pipeline as trained (its width map
+    D_s → D_t when the widths differ, normalised as the teacher is), the teacher's own pipeline
+    (used only when the teacher runs in the step) and the objective's two settings."""
+
+    student: SentencePipeline
+    teacher: Optional[SentencePipeline] = None
     temperature: float = 0.05
     contrastive_weight: float = 0.0
 
@@ -46,44 +48,19 @@ def _rows(batch: dict, prefix: str = "") -> dict:
     return {key: batch[prefix + key][:, 0] for key in _TOKEN_KEYS if prefix + key in batch}
 
 
-def _apply(model: SentenceEncoder, params, rows: dict, *, apply_mlp: bool, deterministic: bool, key=None):
-    return model.apply(
-        {"params": params},
-        rows["input_ids"],
-        rows["attention_mask"],
-        rows.get("token_type_ids"),
-        deterministic=deterministic,
-        apply_mlp=apply_mlp,
-        rngs=None if deterministic else {"dropout": key},
-    )
-
-
 def student_embeddings(
     model: SentenceEncoder, params: dict, rows: dict, keys: jax.Array, settings: DistillSettings, deterministic: bool
 ) -> jax.Array:
-    """[b, L] rows, [b] dropout keys → [b, D_t] float32: pool → [projection] → [normalize].
-
-    vmap over rows gives each example its own dropout mask (device-count invariant)."""
-    encoder_params = {name: value for name, value in params.items() if name != PROJECTION}
-
-    def one(row, key):
-        row = {name: value[None] for name, value in row.items()}
-        return _apply(model, encoder_params, row, apply_mlp=settings.apply_mlp, deterministic=deterministic, key=key)[0]
-
-    s = jax.vmap(one)(rows, keys)  # [b, D_s]
-    if PROJECTION in params:
-        projection = params[PROJECTION]
-        s = jnp.matmul(s, projection["kernel"], precision=jax.lax.Precision.HIGHEST) + projection["bias"]  # [b, D_t]
-    return losses.l2_normalize(s) if settings.normalize else s
+    """[b, L] rows, [b] dropout keys → [b, D_t] float32, the student's pipeline with its own
+    dropout mask per example (device-count invariant)."""
+    return sentence_pipeline.embed(settings.student, params, rows, model=model, keys=keys, deterministic=deterministic)
 
 
 def teacher_embeddings(
     teacher: SentenceEncoder, teacher_params: dict, rows: dict, settings: DistillSettings
 ) -> jax.Array:
-    """The frozen teacher in the step: [b, L_t] rows → [b, D_t], deterministic, no gradient."""
-    t = _apply(teacher, teacher_params, rows, apply_mlp=settings.teacher_apply_mlp, deterministic=True)
-    t = losses.l2_normalize(t) if settings.teacher_normalize else t
-    return jax.lax.stop_gradient(t)
+    """The frozen teacher in the step: [b, L_t] rows → [b, D_t], its own pipeline, deterministic, no gradient."""
+    return jax.lax.stop_gradient(sentence_pipeline.embed(settings.teacher, teacher_params, rows, model=teacher))
 
 
 def distill_value_and_grad(

@@ -28,6 +28,7 @@ from distilface_jax.distill.student import check_vocabulary
 from distilface_jax.interop import hf, st_folder
 from distilface_jax.models.config import EncoderConfig
 from distilface_jax.models.pooling import POOLERS
+from distilface_jax.models.sentence_pipeline import PROJECTION, SentencePipeline
 from distilface_jax.run_folder import atomic_file
 
 logger = logging.getLogger(__name__)
@@ -37,18 +38,21 @@ _CACHE_VERSION = 1  # bump when what the cache holds, or how it is computed, cha
 
 @dataclasses.dataclass
 class Teacher:
-    config: EncoderConfig
-    params: dict  # SentenceEncoder tree, float32 numpy
-    tokenizer: Any
-    pooler: str
-    apply_mlp: bool
-    normalize: bool
-    max_length: int  # truncation of the teacher's own pipeline (sentence_bert_config.json)
+    pipeline: SentencePipeline  # its own: pooling, MLP head, width map, normalisation, truncation
+    params: dict  # SentenceEncoder tree (+ its width map), float32 numpy
     source: str
 
     @property
+    def config(self) -> EncoderConfig:
+        return self.pipeline.encoder
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.pipeline.tokenizer
+
+    @property
     def width(self) -> int:
-        return self.config.hidden_size
+        return self.pipeline.width
 
     def identity(self) -> str:
         """Hash of everything that decides the teacher's embeddings: weights, shape, pipeline."""
@@ -56,71 +60,58 @@ class Teacher:
         for path, leaf in sorted(jax.tree_util.tree_leaves_with_path(self.params), key=lambda item: str(item[0])):
             digest.update(str(path).encode())
             digest.update(np.ascontiguousarray(leaf, np.float32).tobytes())
-        digest.update(
-            json.dumps(
-                [
-                    self.config.to_hf_dict(),
-                    self.pooler,
-                    self.apply_mlp,
-                    self.normalize,
-                    sorted(self.tokenizer.get_vocab().items()),
-                ]
-            ).encode()
-        )
+        pipeline = self.pipeline
+        described = [
+            self.config.to_hf_dict(),
+            pipeline.pooler,
+            pipeline.apply_mlp,
+            pipeline.normalize,
+            sorted(self.tokenizer.get_vocab().items()),
+        ]
+        # Added only when set, so the caches of teachers without them keep their names.
+        described += [{"width_map": pipeline.width_map}] if pipeline.width_map is not None else []
+        described += [{"output_dim": pipeline.output_dim}] if pipeline.output_dim is not None else []
+        digest.update(json.dumps(described).encode())
         return digest.hexdigest()
-
-
-def _folder_max_length(folder: Path) -> Optional[int]:
-    settings = folder / "sentence_bert_config.json"
-    if settings.exists():
-        value = json.loads(settings.read_text()).get("max_seq_length")
-        return int(value) if value else None
-    return None
 
 
 def load_teacher(
     name_or_path: str, *, pooler: str = "", normalize: Optional[bool] = None, max_length: int = 0
 ) -> Teacher:
-    """The teacher of `name_or_path` with its own pooling and normalisation; `pooler`/`normalize`
-    override what its sentence-transformers folder says (and are required when it says nothing)."""
+    """The teacher of `name_or_path` with its own pipeline (its sentence-transformers folder's
+    modules, `st_folder.load`); `pooler`/`normalize` override what the folder says (and are
+    required when it says nothing), `max_length` > 0 cuts its truncation shorter."""
     try:
         loaded = hf.load_pretrained(name_or_path)
     except hf.ModelLoadError as error:
         raise hf.ModelLoadError(f"teacher: {error}") from error
     check_vocabulary(loaded.config, loaded.tokenizer, f"teacher {name_or_path}")
     folder = Path(loaded.source)
-    unsupported = st_folder.unsupported_modules(folder, loaded.config.hidden_size)
-    if unsupported:
-        raise ValueError(
-            f"teacher {name_or_path}: its sentence-transformers modules {', '.join(unsupported)} "
-            "are not reproduced here, so its embeddings would not be its own"
+    if pooler and pooler not in POOLERS:
+        raise ValueError(f"config.distill.teacher_pooler: unknown pooler {pooler!r}; expected one of {POOLERS}")
+    try:
+        pipeline, width_map = st_folder.load(
+            folder,
+            loaded.config,
+            loaded.tokenizer,
+            pooler=pooler or None,
+            apply_mlp=pooler == "cls" and loaded.found_mlp,
         )
-    described = st_folder.read_pooler(folder)
-    if pooler:
-        if pooler not in POOLERS:
-            raise ValueError(f"config.distill.teacher_pooler: unknown pooler {pooler!r}; expected one of {POOLERS}")
-        apply_mlp = pooler == "cls" and loaded.found_mlp
-    elif described is not None:
-        pooler, apply_mlp = described
-    else:
+    except st_folder.UnsupportedModuleError as error:
+        raise ValueError(f"teacher {name_or_path}: {error}") from None
+    except st_folder.NoPoolingError:
         raise ValueError(
             f"teacher {name_or_path} is not a sentence-transformers folder (no Pooling module): "
             "set config.distill.teacher_pooler (and config.distill.teacher_normalize)"
-        )
-    if normalize is None:
-        normalize = st_folder.normalizes(folder)
+        ) from None
+    params = loaded.params if width_map is None else {**loaded.params, PROJECTION: width_map}
     positions = loaded.config.max_position_embeddings
-    limit = min(positions, _folder_max_length(folder) or positions)
-    return Teacher(
-        loaded.config,
-        loaded.params,
-        loaded.tokenizer,
-        pooler,
-        apply_mlp,
-        bool(normalize),
-        min(max_length, limit) if max_length > 0 else limit,
-        str(folder),
+    limit = min(positions, pipeline.max_length or positions)
+    pipeline = pipeline.replace(
+        normalize=pipeline.normalize if normalize is None else bool(normalize),
+        max_length=min(max_length, limit) if max_length > 0 else limit,
     )
+    return Teacher(pipeline, params, str(folder))
 
 
 def embed_corpus(teacher: Teacher, sentences: Sequence[str], batch_size: int = 128) -> np.ndarray:
@@ -137,13 +128,8 @@ def embed_corpus(teacher: Teacher, sentences: Sequence[str], batch_size: int = 1
     # Per-device batches as in a single-device run: the global row count scales with the devices.
     devices = jax.local_devices()
     embed = make_embed_fn(
-        teacher.config,
+        teacher.pipeline,
         teacher.params,
-        teacher.tokenizer,
-        pooler=teacher.pooler,
-        apply_mlp=teacher.apply_mlp,
-        normalize=teacher.normalize,
-        max_length=teacher.max_length,
         batch_size=batch_size * len(devices),
         progress=index == 0,
         devices=devices,
@@ -196,7 +182,7 @@ def cache_path(cache_dir: str, corpus_name: str, corpus_fingerprint: dict, teach
             "version": _CACHE_VERSION,
             "teacher": teacher.identity(),
             "corpus": corpus_fingerprint,
-            "max_length": teacher.max_length,
+            "max_length": teacher.pipeline.max_length,
             "num_sentences": num_sentences,
         },
         sort_keys=True,

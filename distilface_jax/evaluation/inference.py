@@ -18,94 +18,58 @@ import jax.numpy as jnp
 import numpy as np
 
 from distilface_jax.evaluation.inference_batches import DEFAULT_TOKENS_PER_ROW, bucket_lengths, plan_batches
-from distilface_jax.models.config import EncoderConfig
-from distilface_jax.models.sentence_model import SentenceEncoder
+from distilface_jax.models import sentence_pipeline
+from distilface_jax.models.sentence_pipeline import PROJECTION, SentencePipeline
 
-PROJECTION = "projection"  # params subtree of a distilled student's learned width map D_s → D_t
+__all__ = ["PROJECTION", "make_embed_fn", "drain"]  # PROJECTION lives in models/sentence_pipeline.py
 
 _HOST_FETCH_EVERY = 32  # batches kept in flight before waiting for the oldest one
 
 
 @functools.lru_cache(maxsize=32)
-def _compiled_embedder(
-    config: EncoderConfig,
-    pooler: str,
-    dtype_name: str,
-    attention_impl: str,
-    apply_mlp: bool,
-    normalize: bool,
-    project: bool = False,
-):
-    """One jitted function per model shape and pooler, reused across calls (and training evals)."""
-    model = SentenceEncoder(config, pooler=pooler, dtype=jnp.dtype(dtype_name), attention_impl=attention_impl)
+def _compiled_embedder(pipeline: SentencePipeline, dtype_name: str, attention_impl: str):
+    """One jitted function per pipeline (its tokenizer aside), reused across calls and training evals."""
+    model = pipeline.module(jnp.dtype(dtype_name), attention_impl)
 
     @jax.jit
-    def embed(params, input_ids, attention_mask):  # [B, L] → [B, H] (→ [B, D_t] projected)
-        encoder_params = {name: value for name, value in params.items() if name != PROJECTION}
-        embeddings = model.apply(
-            {"params": encoder_params}, input_ids, attention_mask, deterministic=True, apply_mlp=apply_mlp
-        )
-        if project:  # A distilled student's width map, kept for inference: pool → project → normalize.
-            projection = params[PROJECTION]
-            embeddings = (
-                jnp.matmul(embeddings.astype(jnp.float32), projection["kernel"], precision=jax.lax.Precision.HIGHEST)
-                + projection["bias"]
-            )
-        if normalize:
-            embeddings = embeddings / jnp.maximum(jnp.linalg.norm(embeddings, axis=-1, keepdims=True), 1e-12)
-        return embeddings
+    def embed(params, input_ids, attention_mask):  # [B, L] → [B, D]
+        rows = {"input_ids": input_ids, "attention_mask": attention_mask}
+        return sentence_pipeline.embed(pipeline, params, rows, model=model)
 
     return embed
 
 
-def model_max_length(config: EncoderConfig, tokenizer) -> int:
-    """The model's own limit: its position table, or the tokenizer's if that is smaller."""
-    limit = config.max_position_embeddings
-    tokenizer_limit = getattr(tokenizer, "model_max_length", None)
-    if isinstance(tokenizer_limit, int) and 0 < tokenizer_limit < limit:
-        limit = tokenizer_limit
-    return limit
-
-
 def make_embed_fn(
-    config: EncoderConfig,
+    pipeline: SentencePipeline,
     params,
-    tokenizer,
     *,
-    pooler: str = "avg",
     batch_size: int = 128,
-    max_length: Optional[int] = None,
-    dtype=jnp.float32,
-    normalize: bool = False,
-    progress: bool = False,
-    attention_impl: str = "xla",
-    apply_mlp: bool = True,
     tokens_per_batch: Optional[int] = None,
-    project: bool = False,
+    dtype=jnp.float32,
+    attention_impl: str = "xla",
+    progress: bool = False,
     devices: Optional[Sequence[jax.Device]] = None,
 ) -> Callable[[Sequence[str]], np.ndarray]:
-    """Returns `embed(sentences) -> np.ndarray [N, H] float32`; row i embeds sentences[i].
+    """Returns `embed(sentences) -> np.ndarray [N, D] float32`; row i embeds sentences[i] through
+    every step of `pipeline` (its tokenizer, cut at `pipeline.token_limit()`).
 
-    `max_length` truncates (default: the model's own limit, so nothing is cut short that the
-    model could read). `tokens_per_batch` bounds rows x padded length of a batch (default
+    `tokens_per_batch` bounds rows x padded length of a batch (default
     `batch_size * DEFAULT_TOKENS_PER_ROW`); `batch_size` bounds its rows. `embed.compiled_shapes`
-    records every (rows, length) shape it ran. `project`: apply `params["projection"]` (a
-    distilled student's kept width map) after pooling, before normalising. `devices` (this
-    process's, e.g. `jax.local_devices()`): each batch's rows are split over them, the params
-    replicated (data parallel); default: the first device alone.
+    records every (rows, length) shape it ran. `devices` (this process's, e.g.
+    `jax.local_devices()`): each batch's rows are split over them, the params replicated (data
+    parallel); default: the first device alone.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     tokens_per_batch = tokens_per_batch or batch_size * DEFAULT_TOKENS_PER_ROW
     if tokens_per_batch < 1:
         raise ValueError(f"tokens_per_batch must be >= 1, got {tokens_per_batch}")
-    limit = model_max_length(config, tokenizer)
-    max_length = min(max_length or limit, limit)
+    pipeline.check_params(params)
+    config, tokenizer = pipeline.encoder, pipeline.tokenizer
+    max_length = pipeline.token_limit()
     buckets = bucket_lengths(max_length)
-    embed_batch = _compiled_embedder(
-        config, pooler, jnp.dtype(dtype).name, attention_impl, apply_mlp, normalize, project
-    )
-    width = int(np.shape(params[PROJECTION]["kernel"])[1]) if project else config.hidden_size
+    embed_batch = _compiled_embedder(pipeline, jnp.dtype(dtype).name, attention_impl)
+    width = pipeline.width
     num_devices = len(devices) if devices else 1
     if num_devices > 1:
         mesh = jax.sharding.Mesh(np.asarray(devices), ("batch",))

@@ -13,7 +13,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import jax
 import numpy as np
@@ -21,6 +21,7 @@ import numpy as np
 from distilface_jax.interop import hf_names, st_folder
 from distilface_jax.models.config import EncoderConfig
 from distilface_jax.models.sentence_model import init_params
+from distilface_jax.models.sentence_pipeline import SentencePipeline
 from distilface_jax.run_folder import atomic_directory
 
 logger = logging.getLogger(__name__)
@@ -267,19 +268,11 @@ def to_hf_state_dict(config: EncoderConfig, params: dict) -> dict[str, np.ndarra
 
 
 def save_pretrained(
-    out_dir: str | os.PathLike,
-    config: EncoderConfig,
-    params: dict,
-    tokenizer,
-    *,
-    pooler: str = "cls",
-    keep_mlp: bool = True,
-    normalize: bool = False,
-    max_seq_length: Optional[int] = None,
-    overwrite: bool = False,
-    projection: Optional[dict] = None,
+    out_dir: str | os.PathLike, pipeline: SentencePipeline, params: dict, *, overwrite: bool = False
 ) -> Path:
-    """Writes a folder that `transformers.AutoModel` and `sentence_transformers.SentenceTransformer` load.
+    """Writes a folder that `transformers.AutoModel` and `sentence_transformers.SentenceTransformer`
+    load: the encoder and tokenizer as HF files, the rest of `pipeline` as sentence-transformers
+    modules (`st_folder.save`).
 
     Atomic: everything is written to a temporary sibling, then renamed, so a failure leaves
     no half-written model behind.
@@ -287,6 +280,7 @@ def save_pretrained(
     from safetensors.numpy import save_file
 
     params = jax.device_get(params)
+    config = pipeline.encoder
     with atomic_directory(out_dir, overwrite=overwrite) as staging:
         hf_config = dict(config.to_hf_dict())
         import transformers
@@ -294,15 +288,6 @@ def save_pretrained(
         hf_config["transformers_version"] = transformers.__version__
         (staging / "config.json").write_text(json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
         save_file(to_hf_state_dict(config, params), str(staging / "model.safetensors"), metadata={"format": "pt"})
-        tokenizer.save_pretrained(str(staging))
-        st_folder.write_sentence_transformers_files(
-            staging,
-            config,
-            params,
-            pooler=pooler,
-            keep_mlp=keep_mlp,
-            normalize=normalize,
-            projection=projection,
-            max_seq_length=max_seq_length or min(512, config.max_position_embeddings),
-        )
+        pipeline.tokenizer.save_pretrained(str(staging))
+        st_folder.save(staging, pipeline, params)
     return Path(out_dir)

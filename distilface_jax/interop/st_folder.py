@@ -1,4 +1,6 @@
-"""The sentence-transformers side of an exported folder: modules.json and its module folders.
+"""The sentence-transformers side of a model folder: modules.json and its module folders, read
+into a `SentencePipeline` (`load`, with one policy for modules it cannot apply: an error naming
+them) and written from one (`save`).
 
 Layout (as `SentenceTransformer.save` writes it):
     modules.json                 Transformer ("") → Pooling (1_Pooling) → [Dense (2_Dense)] → [Normalize]
@@ -17,6 +19,7 @@ from typing import Optional
 import numpy as np
 
 from distilface_jax.models.config import EncoderConfig
+from distilface_jax.models.sentence_pipeline import PROJECTION, SentencePipeline
 
 _TANH = "torch.nn.modules.activation.Tanh"
 _IDENTITY = "torch.nn.modules.linear.Identity"
@@ -50,19 +53,17 @@ def _write_dense(folder: Path, kernel, bias, activation: str) -> None:
     )
 
 
-def write_sentence_transformers_files(
-    folder: Path,
-    config: EncoderConfig,
-    params: dict,
-    *,
-    pooler: str,
-    keep_mlp: bool,
-    normalize: bool,
-    max_seq_length: int,
-    projection: Optional[dict] = None,
-) -> None:
-    """`projection` ({"kernel" [D_s, D_t], "bias" [D_t]}): a linear Dense module after pooling
-    (and after the MLP head), before Normalize, as the distilled student was trained."""
+def save(folder: Path, pipeline: SentencePipeline, params: dict) -> None:
+    """The sentence-transformers modules of `pipeline` (beside the HF files `hf.save_pretrained`
+    writes): Pooling, the MLP head as Dense(tanh) when it is applied, the width map
+    (`params["projection"]`, {"kernel" [D_s, D_t], "bias" [D_t]}) as a linear Dense, Normalize;
+    max_seq_length is the pipeline's truncation (default: the model's limit, at most 512)."""
+    pipeline.check_params(params)
+    config, pooler = pipeline.encoder, pipeline.pooler
+    if pipeline.output_dim is not None:
+        raise ValueError(
+            f"output_dim {pipeline.output_dim}: a truncated embedding is not written as sentence-transformers modules"
+        )
     if pooler not in ST_POOLING_MODE:
         raise ValueError(
             f"pooler {pooler!r} cannot be expressed with sentence-transformers modules; "
@@ -86,17 +87,17 @@ def write_sentence_transformers_files(
             "include_prompt": True,
         },
     )
-    if pooler == "cls" and keep_mlp:
+    if pipeline.uses_mlp:
         dense = params["mlp"]["dense"]
         _write_dense(folder / "2_Dense", dense["kernel"], dense["bias"], _TANH)
         modules.append({"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"})
-    if projection is not None:
-        index = len(modules)
+    if pipeline.width_map is not None:
+        index, projection = len(modules), params[PROJECTION]
         _write_dense(folder / f"{index}_Dense", projection["kernel"], projection["bias"], _IDENTITY)
         modules.append(
             {"idx": index, "name": str(index), "path": f"{index}_Dense", "type": "sentence_transformers.models.Dense"}
         )
-    if normalize:
+    if pipeline.normalize:
         index = len(modules)
         modules.append(
             {
@@ -108,6 +109,7 @@ def write_sentence_transformers_files(
         )
         (folder / f"{index}_Normalize").mkdir()
     _write_json(folder / "modules.json", modules)
+    max_seq_length = pipeline.max_length or min(512, config.max_position_embeddings)
     _write_json(folder / "sentence_bert_config.json", {"max_seq_length": max_seq_length, "do_lower_case": False})
     _write_json(folder / "config_sentence_transformers.json", {"similarity_fn_name": "cosine"})
 
@@ -164,18 +166,20 @@ def _linear_dense_path(folder: Path) -> Optional[str]:
     return None
 
 
-def read_linear_dense(folder: Path) -> Optional[dict]:
-    """{"kernel" [D_s, D_t], "bias" [D_t]} of that module (the `projection` subtree), if any."""
-    path = _linear_dense_path(folder)
-    return _read_dense(None if path is None else folder / path)
+def _pooling(folder: Path) -> Optional[tuple[dict, dict]]:
+    """(the Pooling module's modules.json entry, its config) of the first Pooling module, if any."""
+    pooling = next((m for m in _modules(folder) if m.get("type", "").endswith("Pooling")), None)
+    if pooling is None:
+        return None
+    return pooling, json.loads((folder / pooling["path"] / "config.json").read_text())
 
 
 def read_pooler(folder: Path) -> Optional[tuple[str, bool]]:
     """(pooler, apply_mlp) that a sentence-transformers folder's modules describe, if it has them."""
-    pooling = next((m for m in _modules(folder) if m.get("type", "").endswith("Pooling")), None)
-    if pooling is None:
+    found = _pooling(folder)
+    if found is None:
         return None
-    pooling_config = json.loads((folder / pooling["path"] / "config.json").read_text())
+    _, pooling_config = found
     if pooling_config.get("pooling_mode_mean_tokens"):
         return "avg", True
     if pooling_config.get("pooling_mode_cls_token"):
@@ -194,30 +198,97 @@ def normalizes(folder: Path) -> bool:
     return any(m.get("type", "").endswith("Normalize") for m in _modules(folder))
 
 
-def unsupported_modules(folder: Path, hidden_size: int, linear_dense_supported: bool = False) -> list[str]:
-    """Modules of a sentence-transformers folder that our embedder does not reproduce: anything
-    but Transformer, Pooling, Normalize and SimCSE's Dense(tanh) MLP head (e.g. a projection).
-    `linear_dense_supported`: a linear Dense after Pooling (a kept width map) is applied too."""
-    supported_dense = {_mlp_dense_path(folder, hidden_size)} - {None}
-    if linear_dense_supported:
-        supported_dense |= {_linear_dense_path(folder)} - {None}
+def _max_seq_length(folder: Path) -> Optional[int]:
+    """sentence_bert_config.json's max_seq_length (the folder's truncation), if it says."""
+    settings = folder / "sentence_bert_config.json"
+    if settings.exists():
+        value = json.loads(settings.read_text()).get("max_seq_length")
+        return int(value) if value else None
+    return None
+
+
+class UnsupportedModuleError(ValueError):
+    """A sentence-transformers module whose step the pipeline cannot reproduce: the embeddings
+    would not be the folder's own."""
+
+
+class NoPoolingError(ValueError):
+    """A folder without a Pooling module (a plain HF folder), and no pooler given."""
+
+
+def unsupported_modules(folder: Path, hidden_size: int, *, own_pooler: bool = False) -> list[str]:
+    """Modules of a sentence-transformers folder that `SentencePipeline` does not reproduce:
+    anything but Transformer, a CLS or mean Pooling, SimCSE's Dense(tanh) MLP head after CLS
+    pooling, one linear Dense (a kept width map) and Normalize. `own_pooler`: the caller pools
+    its own way, so the folder's Pooling module is not read."""
+    supported_dense = {_mlp_dense_path(folder, hidden_size), _linear_dense_path(folder)} - {None}
     unsupported = []
-    for module in _modules(folder):
+    modules = _modules(folder)
+    for index, module in enumerate(modules):
         kind = module.get("type", "")
+        if kind.endswith("Normalize") and index != len(modules) - 1:
+            unsupported.append(f"{module.get('path') or '.'} ({kind}, not the last module)")
+            continue
+        if kind.endswith("Pooling") and not own_pooler and read_pooler(folder) is None:
+            unsupported.append(f"{module.get('path') or '.'} ({kind}, a pooling mode other than cls or mean)")
+            continue
         if kind.endswith(("Transformer", "Pooling", "Normalize")) or module.get("path") in supported_dense:
             continue
         unsupported.append(f"{module.get('path') or '.'} ({kind})")
     return unsupported
 
 
+def load(
+    folder: Path,
+    encoder: EncoderConfig,
+    tokenizer,
+    *,
+    pooler: Optional[str] = None,
+    apply_mlp: bool = True,
+    default_pooler: Optional[str] = None,
+) -> tuple[SentencePipeline, Optional[dict]]:
+    """(the pipeline a model folder's sentence-transformers modules describe, the weights of its
+    width map or None), for the encoder and tokenizer read from the same folder.
+
+    One policy for modules it cannot apply: `UnsupportedModuleError` naming each of them, since
+    embeddings without them would silently not be the folder's. `pooler` (with `apply_mlp`)
+    replaces the folder's Pooling module; without one, the folder's Pooling decides, or
+    `default_pooler` when it has none (a plain HF folder); with neither, `NoPoolingError`.
+    `max_length` is the folder's `max_seq_length` (None when it does not say).
+    """
+    unsupported = unsupported_modules(folder, encoder.hidden_size, own_pooler=pooler is not None)
+    if unsupported:
+        raise UnsupportedModuleError(
+            f"{folder}: sentence-transformers modules not reproduced here: {', '.join(unsupported)}; "
+            "its embeddings would not be its own"
+        )
+    if pooler is None:
+        described = read_pooler(folder)
+        if described is None and default_pooler is None:
+            raise NoPoolingError(f"{folder}: no sentence-transformers Pooling module, and no pooler was given")
+        pooler, apply_mlp = described or (default_pooler, True)
+    path = _linear_dense_path(folder)
+    width_map = _read_dense(None if path is None else folder / path)
+    pipeline = SentencePipeline(
+        encoder,
+        tokenizer,
+        pooler=pooler,
+        apply_mlp=apply_mlp,
+        width_map=None if width_map is None else int(width_map["kernel"].shape[1]),
+        normalize=normalizes(folder),
+        max_length=_max_seq_length(folder),
+    )
+    return pipeline, width_map
+
+
 def pooler_mismatch(folder: Path, pooler: str) -> Optional[str]:
     """A warning when a sentence-transformers folder pools differently from `pooler` (the
     config's); None when it has no Pooling module or the two agree (cls and cls_before_pooler
     both read the CLS token, as the folder's CLS pooling does)."""
-    pooling = next((m for m in _modules(folder) if m.get("type", "").endswith("Pooling")), None)
-    if pooling is None:
+    found = _pooling(folder)
+    if found is None:
         return None
-    pooling_config = json.loads((folder / pooling["path"] / "config.json").read_text())
+    _, pooling_config = found
     modes = [
         key[len("pooling_mode_") :].replace("_tokens", "").replace("_token", "")
         for key, on in pooling_config.items()

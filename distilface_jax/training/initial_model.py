@@ -14,6 +14,7 @@ from typing import Any
 import jax
 
 from distilface_jax.config.base import BUILTIN_TINY
+from distilface_jax.config.keys import Config
 from distilface_jax.interop import hf, st_folder
 from distilface_jax.models.config import EncoderConfig
 from distilface_jax.models.sentence_model import init_params
@@ -30,7 +31,7 @@ class InitialModel:
     checkpoint_has_mlp: bool  # the checkpoint carries an MLP head (BERT pooler, sentence-transformers Dense)
 
 
-def initial_model(config, workdir: str) -> InitialModel:
+def initial_model(config: Config, workdir: str) -> InitialModel:
     """The model a new run starts from. `config.model.mlp_init` picks the MLP head: "random"
     (SimCSE's fresh N(0, 0.02) head, seeded by `config.seed`) or "pretrained" (the checkpoint's
     pooler / Dense head; an error for a checkpoint without one)."""
@@ -81,7 +82,7 @@ def initial_model(config, workdir: str) -> InitialModel:
     return InitialModel(encoder_config, params, tokenizer, has_mlp)
 
 
-def build_initial_model(config, workdir: str) -> tuple[EncoderConfig, Any, Any]:
+def build_initial_model(config: Config, workdir: str) -> tuple[EncoderConfig, Any, Any]:
     """(encoder config with the run's dropout, initial params, tokenizer) for a new run."""
     model = initial_model(config, workdir)
     return model.encoder_config, model.params, model.tokenizer

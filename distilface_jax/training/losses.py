@@ -26,6 +26,8 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
+from distilface_jax.models import sentence_pipeline
+
 Array = jax.Array
 
 # torch.nn.CosineSimilarity's default: each norm is clamped below at 1e-8.
@@ -34,14 +36,9 @@ IGNORE_INDEX = -100  # label of tokens the MLM loss ignores (torch / HF conventi
 
 
 def l2_normalize(x: Array, eps: float = COSINE_EPS) -> Array:
-    """x / max(||x||, eps) along the last axis, in float32.
-
-    sqrt(max(Σx², eps²)) equals max(||x||, eps) but, unlike `jnp.linalg.norm`, has a finite
-    gradient at x = 0 (padding rows, a dead encoder), so no NaN can leak into the update.
-    """
-    x = x.astype(jnp.float32)
-    norm = jnp.sqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), eps * eps))
-    return x / norm
+    """x / max(||x||, eps) along the last axis, in float32: the pipeline's normalisation
+    (`sentence_pipeline.l2_normalize`, finite gradient at 0) with torch's cosine eps."""
+    return sentence_pipeline.l2_normalize(x, eps)
 
 
 def cosine_matrix(a: Array, b: Array) -> Array:

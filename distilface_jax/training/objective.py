@@ -20,7 +20,9 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, PartitionSpec as P
 
+from distilface_jax.models import sentence_pipeline
 from distilface_jax.models.sentence_model import SentenceEncoder
+from distilface_jax.models.sentence_pipeline import SentencePipeline
 from distilface_jax.training import losses
 from distilface_jax.training.keys import example_keys
 from distilface_jax.training.sharding import DATA_AXIS
@@ -61,18 +63,28 @@ def views(batch: dict, num_views: int) -> dict:
     return {name: jnp.repeat(array, num_views, axis=1) for name, array in batch.items()}
 
 
+def training_pipeline(model: SentenceEncoder) -> SentencePipeline:
+    """What SimCSE trains: the pooler and the MLP head, applied in training even when it is
+    train-only (`mlp_only_train`); no width map, no normalisation (the loss's cosine normalises)."""
+    return SentencePipeline(model.config, pooler=model.pooler, apply_mlp=True)
+
+
 def embed_rows(
     model: SentenceEncoder, params, rows: dict, keys: jax.Array, *, deterministic: bool, method: Optional[str] = None
 ) -> jax.Array:
-    """[R, L] token rows with [R] dropout keys → [R, ...] outputs, each row with its own mask.
+    """[R, L] token rows with [R] dropout keys → [R, ...] outputs, each row with its own mask:
+    the training pipeline's embeddings [R, H], or with `method="mlm_logits"` the MLM logits.
 
     vmap over rows gives each example its own dropout key; weights are not vmapped, so XLA
     still emits the same batched matmuls as an unvmapped call.
     """
+    if method is None:
+        return sentence_pipeline.embed(
+            training_pipeline(model), params, rows, model=model, keys=keys, deterministic=deterministic
+        )
 
     def one(row: dict, key):
         token_types = row.get("token_type_ids")
-        kwargs = {} if method else {"apply_mlp": True}
         return model.apply(
             {"params": params},
             row["input_ids"][None],
@@ -80,8 +92,7 @@ def embed_rows(
             None if token_types is None else token_types[None],
             deterministic=deterministic,
             rngs=None if deterministic else {"dropout": key},
-            method=getattr(SentenceEncoder, method) if method else None,
-            **kwargs,
+            method=getattr(SentenceEncoder, method),
         )[0]
 
     return jax.vmap(one)(rows, keys)

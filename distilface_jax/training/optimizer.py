@@ -7,6 +7,8 @@ import dataclasses
 import jax
 import optax
 
+from distilface_jax.config.keys import Config
+
 
 def learning_rate_schedule(learning_rate: float, total_steps: int, warmup_steps: int = 0) -> optax.Schedule:
     """HF Trainer's `linear` schedule (SimCSE's): optional linear warm-up, then linear decay to 0."""
@@ -40,7 +42,7 @@ class OptimizerSettings:
     max_grad_norm: float = 1.0
 
     @classmethod
-    def from_config(cls, config) -> OptimizerSettings:
+    def from_config(cls, config: Config) -> OptimizerSettings:
         return cls(**{field.name: config[field.name] for field in dataclasses.fields(cls)})
 
 

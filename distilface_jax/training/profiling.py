@@ -13,20 +13,9 @@ from typing import Optional
 
 import jax
 
+from distilface_jax.config.keys import parse_window  # noqa: F401  (the key's syntax lives with its declaration)
+
 logger = logging.getLogger(__name__)
-
-
-def parse_window(text: str) -> Optional[tuple[int, int]]:
-    """'' → None; 'START:STOP' → (START, STOP) with 0 <= START < STOP (steps counted from 0)."""
-    if not text:
-        return None
-    start, sep, stop = str(text).partition(":")
-    if not sep or not start.strip().isdigit() or not stop.strip().isdigit():
-        raise ValueError("expected START:STOP, two step numbers, e.g. 10:15")
-    window = int(start), int(stop)
-    if window[0] >= window[1]:
-        raise ValueError("START must be below STOP")
-    return window
 
 
 class StepProfiler:

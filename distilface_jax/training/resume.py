@@ -13,15 +13,14 @@ schedule, so resuming with another length would silently train a different run: 
 from the latest checkpoint and the schedule is re-planned to the new total: from that step on
 the learning rate is the one a run planned for the new total would have had (linear decay
 from `learning_rate` to 0 at the new last step). Each extension is recorded in run_info.json
-under "extensions" (from which step, the old and the new total).
+under "extensions" (from which step, the old and the new total; `run_record.record_extension`).
 """
 
 from __future__ import annotations
 
 import json
-from typing import Optional
 
-from distilface_jax import run_folder
+from distilface_jax.config.keys import Config
 
 # Settings that may differ between a checkpoint and the config resuming it: they do not change
 # what is computed. A key is allowed with everything below it ("eval" = every eval.* setting).
@@ -112,7 +111,7 @@ def with_legacy_keys(saved: dict, current: dict, checkpoint_has_mlp: bool) -> di
     return filled
 
 
-def check_extension(config, saved_total: int, total_steps: int, start: int) -> None:
+def check_extension(config: Config, saved_total: int, total_steps: int, start: int) -> None:
     """The checkpoint planned `saved_total` steps, this config plans `total_steps`: allowed only
     with `config.extend`, and never to fewer steps than were already done."""
     if not config.extend:
@@ -125,28 +124,3 @@ def check_extension(config, saved_total: int, total_steps: int, start: int) -> N
             f"--config.extend=True: the new length ({total_steps} steps) is below the "
             f"{start} steps already trained; nothing was changed"
         )
-
-
-def record_extension(info: dict, workdir: str, start: int, saved_total: Optional[int], total_steps: int) -> None:
-    """Adds the run's extensions (earlier ones from the previous run_info.json, and this one) to `info`."""
-    previous = run_folder.path(workdir, run_folder.RUN_INFO_FILE)
-    extensions = []
-    if start and previous.exists():
-        try:
-            extensions = list(json.loads(previous.read_text()).get("extensions", []))
-        except (ValueError, OSError):
-            extensions = []
-    extensions = [
-        e
-        for e in extensions
-        if e.get("from_step", 0) < start
-        or (e.get("from_step") == start and saved_total is not None and saved_total != total_steps)
-    ]
-    if (
-        saved_total is not None
-        and saved_total != total_steps
-        and not any(e.get("from_step") == start and e.get("total_steps") == total_steps for e in extensions)
-    ):
-        extensions.append({"from_step": start, "previous_total_steps": saved_total, "total_steps": total_steps})
-    if extensions:
-        info["extensions"] = extensions

@@ -1,4 +1,5 @@
-"""`train_and_evaluate(config, workdir)`: the training loop around the jitted step.
+"""`train_and_evaluate(config, workdir, recipe=None)`: the training loop around a recipe's jitted
+step (`recipe.py`: SimCSE by default, distillation handed in by `train.py`).
 
 The loop never waits on the device between logs: step outputs stay on device until a log,
 eval, checkpoint or the end needs them (a per-step sync nearly doubles a small step's time on
@@ -11,33 +12,28 @@ import dataclasses
 import json
 import logging
 import math
-import platform
 import sys
 import time
 from typing import Optional
 
-import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
-import orbax.checkpoint
-import transformers
 
-from distilface_jax import run_folder, trained_model
-from distilface_jax.distill import run as distill_run
+from distilface_jax import run_folder, run_record
+from distilface_jax.config import keys
+from distilface_jax.config.keys import Config
 from distilface_jax.evaluation import sts
-from distilface_jax.evaluation.inference import PROJECTION, make_embed_fn
-from distilface_jax.models.sentence_model import SentenceEncoder
-from distilface_jax.training import checkpoint, data, initial_model, profiling, resume, sharding, tiny_data
-from distilface_jax.training.grad_cache import make_grad_cache_fn
+from distilface_jax.evaluation.inference import make_embed_fn
+from distilface_jax.models.sentence_pipeline import SentencePipeline
+from distilface_jax.training import checkpoint, data, profiling, resume, sharding, tiny_data
 from distilface_jax.training.interrupts import StopSignals
 from distilface_jax.training.metrics import MetricsWriter, json_value, read_metrics, rewind_metrics
-from distilface_jax.training.objective import LossConfig, MlmVocabulary
 from distilface_jax.training.optimizer import OptimizerSettings, make_optimizer
 from distilface_jax.training.progress import StepProgress
+from distilface_jax.training.recipe import Recipe
+from distilface_jax.training.simcse import SimCSE
 from distilface_jax.training.state import create_train_state, state_shardings
-from distilface_jax.training.step import make_train_step
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +52,7 @@ class Outcome:
     test_results: Optional[dict] = None
 
 
-def load_train_data(config, tokenizer, workdir: str) -> data.TrainData:
+def load_train_data(config: Config, tokenizer, workdir: str) -> data.TrainData:
     train_file = tiny_data.resolve_builtin(config.data.train_file, workdir, "corpus")
     cache_dir = config.data.cache_dir or run_folder.default_cache_dir(workdir)
     loader = {"unsup": data.load_unsupervised, "sup": data.load_supervised}.get(config.data.format)
@@ -75,11 +71,10 @@ def load_train_data(config, tokenizer, workdir: str) -> data.TrainData:
 class _Evaluator:
     """STS evaluation of the current params on this process's first device."""
 
-    def __init__(self, config, encoder_config, tokenizer, workdir: str):
+    def __init__(self, config: Config, pipeline: SentencePipeline, workdir: str):
         self.sts_dir = tiny_data.resolve_builtin(config.eval.sts_dir, workdir, "sts")
-        self.pooler, self.apply_mlp = trained_model.eval_pooling(config.model)
-        self.project = distill_run.keeps_projection(config)  # Dev scores the model that is exported.
-        self.encoder_config, self.tokenizer, self.batch_size = encoder_config, tokenizer, config.eval.batch_size
+        self.pipeline = pipeline  # What the run's record says to embed with: dev scores the exported model.
+        self.batch_size = config.eval.batch_size
         self.dev_suite = sts.load_suite(self.sts_dir, mode="dev") if config.eval_every > 0 else None
 
     def run(self, params, suite, progress=None, what: str = "") -> dict:
@@ -93,15 +88,7 @@ class _Evaluator:
         return results
 
     def _run(self, params, suite) -> dict:
-        embed = make_embed_fn(
-            self.encoder_config,
-            sharding.local_copy(params),
-            self.tokenizer,
-            pooler=self.pooler,
-            apply_mlp=self.apply_mlp,
-            batch_size=self.batch_size,
-            project=self.project and PROJECTION in params,
-        )
+        embed = make_embed_fn(self.pipeline, sharding.local_copy(params), batch_size=self.batch_size)
         return sts.evaluate_suite(embed, suite)
 
 
@@ -136,22 +123,26 @@ def _summarise(fetched: list[tuple[int, dict]], timed_steps: int, seconds: float
     return summary
 
 
-def train_and_evaluate(config, workdir: str) -> Outcome:
+def default_recipe(config: Config) -> Recipe:
+    """SimCSE, for a SimCSE config; any other recipe is handed to the loop by its caller."""
+    name = keys.recipe_name(config)
+    if name != SimCSE.name:
+        raise ValueError(f"a {name} config: pass its recipe to train_and_evaluate (distilface_jax.recipes.for_config)")
+    return SimCSE()
+
+
+def train_and_evaluate(config: Config, workdir: str, recipe: Optional[Recipe] = None) -> Outcome:
+    """Trains `recipe` (default: SimCSE) as `config` says, in `workdir`, resuming its checkpoint."""
+    recipe = recipe or default_recipe(config)
     workdir = run_folder.absolute(workdir)
     is_main = jax.process_index() == 0
     mesh = sharding.make_mesh()
     sharding.check_batch_size(config.batch_size, mesh)
-    # A distillation config (configs/distill_*.py) brings its student, teacher targets and step.
-    distiller = distill_run.prepare(config, workdir) if distill_run.enabled(config) else None
-    initial = (
-        initial_model.InitialModel(*distiller.student, checkpoint_has_mlp=False)
-        if distiller
-        else initial_model.initial_model(config, workdir)
-    )
+    initial = recipe.initial_model(config, workdir)
+    if is_main:
+        run_record.write_recipe_record(workdir, recipe.records(config))
     encoder_config, params, tokenizer = initial.encoder_config, initial.params, initial.tokenizer
-    train_data = load_train_data(config, tokenizer, workdir)
-    if distiller:
-        train_data = distiller.attach_teacher(train_data, config, workdir)
+    train_data = recipe.attach(load_train_data(config, tokenizer, workdir), config, workdir)
     if train_data.num_skipped_lines and is_main:
         logger.info("skipped %d empty lines of %s", train_data.num_skipped_lines, config.data.train_file)
     total_steps = config.max_steps if config.max_steps > 0 else config.num_epochs * train_data.steps_per_epoch
@@ -160,7 +151,7 @@ def train_and_evaluate(config, workdir: str) -> Outcome:
     state = create_train_state(params, optimizer, config.seed, replicated)
     del params
     initial.params = None  # The state holds them now; no second host copy.
-    evaluator = _Evaluator(config, encoder_config, tokenizer, workdir)
+    evaluator = _Evaluator(config, recipe.eval_pipeline(config, initial), workdir)
     runs = checkpoint.RunCheckpoints(workdir, keep=config.keep_checkpoints)
     state, start, best_step, best_dev, saved_total = _resume_or_start(
         runs, state, config, encoder_config, tokenizer, workdir, replicated, initial.checkpoint_has_mlp
@@ -168,21 +159,11 @@ def train_and_evaluate(config, workdir: str) -> Outcome:
     if saved_total is not None and saved_total != total_steps:
         resume.check_extension(config, saved_total, total_steps, start)
     if is_main:
-        _write_run_info(workdir, config, mesh, total_steps, start, saved_total)
+        run_record.write_run_info(workdir, config, int(mesh.devices.size), total_steps, start, saved_total)
 
-    if distiller:
-        step_fn = distiller.make_step(config, mesh, optimizer, schedule, state_shardings(state, replicated))
-    else:
-        step_fn = _build_step(
-            config,
-            encoder_config,
-            tokenizer,
-            mesh,
-            optimizer,
-            schedule,
-            max(2, train_data.num_views),
-            state_shardings(state, replicated),
-        )
+    step_fn = recipe.make_step(
+        config, initial, train_data, mesh, optimizer, schedule, state_shardings(state, replicated)
+    )
     writer = MetricsWriter(workdir, enabled=is_main)
     meta_base = {"config": config.to_dict(), "encoder_config": encoder_config.to_hf_dict(), "total_steps": total_steps}
     flag = StopSignals()
@@ -263,7 +244,7 @@ def train_and_evaluate(config, workdir: str) -> Outcome:
 
 
 def _resume_or_start(
-    runs, state, config, encoder_config, tokenizer, workdir: str, replicated, checkpoint_has_mlp: bool
+    runs, state, config: Config, encoder_config, tokenizer, workdir: str, replicated, checkpoint_has_mlp: bool
 ):
     """(state, first step, best step, best dev score, the checkpoint's planned total steps or
     None): restored from the latest checkpoint, or a new run. A checkpoint written before a
@@ -271,7 +252,7 @@ def _resume_or_start(
     start = runs.latest_step()
     if start is None:
         if jax.process_index() == 0:
-            trained_model.save_run_description(workdir, config, encoder_config, tokenizer)
+            run_record.save_run_description(workdir, config, encoder_config, tokenizer)
         return state, 0, None, -math.inf, None
     meta = runs.read_meta(start)
     # Compared as saved (JSON): a tuple setting such as distill.student_layers reads back as a list.
@@ -294,32 +275,6 @@ def _resume_or_start(
         rewind_metrics(workdir, start)
         logger.info("resuming from step %d of %s", start, workdir)
     return state, start, best_step, best_dev, meta.get("total_steps")
-
-
-def _build_step(config, encoder_config, tokenizer, mesh, optimizer, schedule, num_views: int, state_sharding):
-    """The jitted step for this config (with GradCache when `grad_cache_chunk_size` > 0)."""
-    model = SentenceEncoder(
-        encoder_config,
-        pooler=config.model.pooler,
-        dtype=jnp.dtype(config.model.dtype),
-        attention_impl=config.model.attention_impl,
-        with_mlm_head=config.loss.do_mlm,
-        tie_mlm_decoder=config.loss.mlm_tie_decoder,
-    )
-    loss_config = LossConfig(
-        temperature=config.loss.temperature,
-        hard_negative_weight=config.loss.hard_negative_weight,
-        do_mlm=config.loss.do_mlm,
-        mlm_weight=config.loss.mlm_weight,
-        mlm_probability=config.loss.mlm_probability,
-    )
-    vocabulary = MlmVocabulary.of(tokenizer, encoder_config.vocab_size) if config.loss.do_mlm else None
-    gradient_fn = None
-    if config.grad_cache_chunk_size:
-        gradient_fn = make_grad_cache_fn(model, mesh, num_views, loss_config, config.grad_cache_chunk_size)
-    return make_train_step(
-        model, optimizer, schedule, mesh, num_views, loss_config, state_sharding, gradient_fn, mlm_vocabulary=vocabulary
-    )
 
 
 def _final_test(evaluator, params, writer, workdir: str, step: int, evaluated_step: int, *, best: bool) -> dict:
@@ -351,25 +306,3 @@ def _preempted(flag: StopSignals, runs: checkpoint.RunCheckpoints, step: int) ->
         # Orbax's preemption sync point gives every host the same answer.
         return runs.latest.reached_preemption(step)
     return flag.received is not None
-
-
-def _write_run_info(workdir: str, config, mesh, total_steps: int, start: int, saved_total: Optional[int]) -> None:
-    info = {
-        "num_devices": int(mesh.devices.size),
-        "num_processes": jax.process_count(),
-        "device_kind": jax.devices()[0].device_kind,
-        "platform": jax.devices()[0].platform,
-        "total_steps": total_steps,
-        "resumed_from_step": start or None,
-        "versions": {
-            "python": platform.python_version(),
-            "jax": jax.__version__,
-            "flax": flax.__version__,
-            "optax": optax.__version__,
-            "orbax-checkpoint": orbax.checkpoint.__version__,
-            "transformers": transformers.__version__,
-        },
-        "config": config.to_dict(),
-    }
-    resume.record_extension(info, workdir, start, saved_total, total_steps)
-    run_folder.write_text(run_folder.path(workdir, run_folder.RUN_INFO_FILE), json.dumps(info, indent=2, default=str))

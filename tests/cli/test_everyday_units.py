@@ -13,15 +13,16 @@ import sys
 
 import pytest
 
+from distilface_jax.cli import checks
 from distilface_jax.cli.policy import UsageError
-from distilface_jax.config import checks, key_help
+from distilface_jax.config import key_help
 from distilface_jax.config.base import base_config
 
 from helpers import ROOT
 
 
 def test_every_config_key_has_a_meaning_and_nothing_else_does():
-    from distilface_jax.distill.run import distill_block
+    from distilface_jax.config.base import distill_block
 
     with_distill = base_config()
     with_distill.distill = distill_block()  # the block that distillation configs add
@@ -160,10 +161,11 @@ def test_a_write_that_fails_midway_leaves_the_previous_file_whole(tmp_path):
 def test_pooler_mismatch_warns_once_naming_both_and_the_key(tiny_distilbert_dir, tmp_path, caplog):
     from distilface_jax.config.base import unsup_recipe
     from distilface_jax.interop import hf
+    from distilface_jax.models.sentence_pipeline import SentencePipeline
     from distilface_jax.training import initial_model
 
     loaded = hf.load_pretrained(str(tiny_distilbert_dir))
-    folder = hf.save_pretrained(tmp_path / "st", loaded.config, loaded.params, loaded.tokenizer, pooler="avg")
+    folder = hf.save_pretrained(tmp_path / "st", SentencePipeline(loaded.config, loaded.tokenizer), loaded.params)
     config = unsup_recipe(str(folder))  # the recipe's cls on a folder made for mean pooling
     with caplog.at_level(logging.WARNING, logger="distilface_jax"):
         initial_model.build_initial_model(config, str(tmp_path / "run"))
@@ -202,3 +204,32 @@ def test_profile_window_parsing():
     for text in ("5", "5:3", "a:b", "3:3"):
         with pytest.raises(ValueError):
             parse_window(text)
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("keep_checkpoints", 0, "--config.keep_checkpoints=0: must be >= 1"),
+        ("model.pooler", "mean", "--config.model.pooler='mean': must be one of cls, cls_before_pooler, avg"),
+        ("data.format", "csv", "--config.data.format='csv': must be 'unsup' or 'sup'"),
+        ("num_epochs", 0, "--config.num_epochs=0: must be >= 1 when max_steps is 0"),
+        ("profile_steps", "5:3", "--config.profile_steps='5:3': START must be below STOP"),
+    ],
+)
+def test_each_declared_check_names_its_key(key, value, message):
+    config = base_config()
+    *parents, leaf = key.split(".")
+    node = config
+    for parent in parents:
+        node = node[parent]
+    checks.check_settings(config)  # the defaults pass
+    node[leaf] = value
+    with pytest.raises(UsageError) as raised:
+        checks.check_settings(config)
+    assert str(raised.value).startswith(message)
+    config.max_steps = 10  # num_epochs is not read when max_steps > 0
+    if key != "num_epochs":
+        with pytest.raises(UsageError):
+            checks.check_settings(config)
+    else:
+        checks.check_settings(config)

@@ -147,3 +147,29 @@ def test_conftest_forces_eight_devices_and_keeps_other_xla_flags():
     assert result.returncode == 0, result.stderr[-2000:]
     count, flags = result.stdout.split(maxsplit=1)
     assert count == "8" and "--xla_dump_hlo_as_text" in flags and "device_count=2" not in flags
+
+
+def test_train_hands_the_loop_the_recipe_its_config_asks_for(tmp_path, monkeypatch):
+    """`python -m distilface_jax.train` chooses the recipe from the config (a `distill` block with a
+    teacher: distillation; else SimCSE) and hands it to the loop, which imports no recipe itself."""
+    from distilface_jax import train
+    from distilface_jax.distill.run import DistillRecipe
+    from distilface_jax.training import trainer
+    from distilface_jax.training.simcse import SimCSE
+
+    handed = []
+
+    def loop(config, workdir, recipe=None):
+        handed.append(recipe)
+        return trainer.Outcome(final_step=0)
+
+    monkeypatch.setattr(trainer, "train_and_evaluate", loop)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("a cat sat\na dog ran\n")
+    for name in ("distill_minilm_l3", "tiny"):
+        train.FLAGS.unparse_flags()
+        train.FLAGS(["train", f"--config={ROOT / 'configs' / name}.py", f"--workdir={tmp_path / 'run'}"])
+        train.FLAGS.config.data.train_file, train.FLAGS.config.eval.sts_dir = str(corpus), "builtin:tiny"
+        assert train.main(["train"]) == 0
+    train.FLAGS.unparse_flags()
+    assert [type(recipe) for recipe in handed] == [DistillRecipe, SimCSE]

@@ -14,6 +14,7 @@ from distilface_jax.distill import objective
 from distilface_jax.distill.step import DistillSettings, make_distill_step
 from distilface_jax.models.config import EncoderConfig
 from distilface_jax.models.sentence_model import SentenceEncoder, init_params
+from distilface_jax.models.sentence_pipeline import SentencePipeline
 from distilface_jax.training import losses, sharding, state as train_state
 
 
@@ -74,7 +75,16 @@ STUDENT = EncoderConfig(
 )
 TEACHER = STUDENT.replace(hidden_size=24, num_layers=2, num_heads=4)
 LEARNING_RATE = 0.5
-SETTINGS = DistillSettings(normalize=True, teacher_normalize=True, temperature=0.1, contrastive_weight=0.5)
+
+
+def settings(config=STUDENT):
+    """The student mean-pooled, through its width map 32 → 24, normalised; the teacher mean-pooled, normalised."""
+    return DistillSettings(
+        student=SentencePipeline(config, pooler="avg", width_map=24, normalize=True),
+        teacher=SentencePipeline(TEACHER, pooler="avg", normalize=True),
+        temperature=0.1,
+        contrastive_weight=0.5,
+    )
 
 
 def _params():
@@ -148,7 +158,7 @@ def run_steps(batch, num_devices, *, teacher_in_step=False, steps=1, optimizer=N
         optimizer,
         lambda _: LEARNING_RATE,
         mesh,
-        SETTINGS,
+        settings(config),
         train_state.state_shardings(state, sharding.replicated(mesh)),
         _teacher_model() if teacher_in_step else None,
         teacher_params if teacher_in_step else None,

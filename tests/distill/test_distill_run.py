@@ -14,8 +14,8 @@ import jax
 import numpy as np
 import pytest
 
-from distilface_jax import encode, export
-from distilface_jax.config.base import BUILTIN_TINY, base_config
+from distilface_jax import encode, export, recipes
+from distilface_jax.config.base import BUILTIN_TINY, base_config, distill_block
 from distilface_jax.distill import run as distill_run, teacher as teacher_lib
 from distilface_jax.distill.student import StudentError
 from distilface_jax.interop.hf import ModelLoadError
@@ -47,7 +47,7 @@ def corpus(tmp_path_factory) -> Path:
 
 def distill_config(teacher_dir, corpus, cache_dir, **overrides):
     config = base_config()
-    config.distill = distill_run.distill_block()
+    config.distill = distill_block()
     config.distill.teacher = str(teacher_dir)
     config.distill.teacher_pooler = "avg"  # A plain HF folder: its pipeline is given in the config.
     config.distill.teacher_normalize = True
@@ -75,6 +75,11 @@ def distill_config(teacher_dir, corpus, cache_dir, **overrides):
     return config
 
 
+def train(config, workdir):
+    """The loop with the recipe the config asks for, as `python -m distilface_jax.train` runs it."""
+    return trainer.train_and_evaluate(config, str(workdir), recipes.for_config(config))
+
+
 @pytest.fixture
 def count_teacher_runs(monkeypatch):
     calls = []
@@ -96,7 +101,7 @@ def losses_by_step(workdir) -> dict[int, float]:
 def uninterrupted(teacher_dir, corpus, tmp_path_factory):
     folder = tmp_path_factory.mktemp("distill_run")
     workdir = folder / "run"
-    outcome = trainer.train_and_evaluate(distill_config(teacher_dir, corpus, folder / "cache"), str(workdir))
+    outcome = train(distill_config(teacher_dir, corpus, folder / "cache"), workdir)
     assert outcome.final_step == 8 and outcome.best_step is not None
     return workdir
 
@@ -108,7 +113,7 @@ def test_interrupted_run_resumes_bit_identical_and_the_teacher_runs_once(
     workdir = tmp_path / "run"
     real_preempted = trainer._preempted
     monkeypatch.setattr(trainer, "_preempted", lambda flag, runs, step: step == 4 or real_preempted(flag, runs, step))
-    first = trainer.train_and_evaluate(config, str(workdir))
+    first = train(config, workdir)
     assert first.preempted and first.final_step == 4
     # Written before distill.keep_projection existed: such a workdir resumes (read as False).
     for path in workdir.glob("checkpoints/*/meta/metadata"):  # The run config each checkpoint saved.
@@ -116,7 +121,7 @@ def test_interrupted_run_resumes_bit_identical_and_the_teacher_runs_once(
         del meta["config"]["distill"]["keep_projection"]
         path.write_text(json.dumps(meta))
     monkeypatch.setattr(trainer, "_preempted", real_preempted)
-    second = trainer.train_and_evaluate(config, str(workdir))
+    second = train(config, workdir)
     assert second.final_step == 8 and not second.preempted
     assert count_teacher_runs == [CORPUS_LINES]  # Once for 3 epochs and two processes' worth of runs.
     assert losses_by_step(workdir) == losses_by_step(uninterrupted)  # Every step, bit for bit.
@@ -213,7 +218,7 @@ def pytorch_first_step(teacher_dir: Path, corpus: Path) -> tuple[float, float]:
 
 def first_step_record(teacher_dir: Path, corpus: Path, cache_dir: Path, workdir: Path, **overrides) -> dict:
     config = distill_config(teacher_dir, corpus, cache_dir, **FIRST_STEP, **overrides)
-    trainer.train_and_evaluate(config, str(workdir))
+    trainer.train_and_evaluate(config, str(workdir), recipes.for_config(config))
     (record,) = [r for r in read_metrics(str(workdir)) if "loss" in r]
     return record
 
@@ -307,9 +312,16 @@ def test_bad_input_is_one_clear_error(case, teacher_dir, corpus, tmp_path):
         overrides, message = {"data__train_file": str(empty)}, r"empty.txt: the corpus is empty"
     config = distill_config(teacher_dir, corpus, tmp_path / "cache", **overrides)
     with pytest.raises(error, match=message) as raised:
-        trainer.train_and_evaluate(config, str(tmp_path / "run"))
+        train(config, tmp_path / "run")
     assert "\n" not in str(raised.value)
     assert not (tmp_path / "run" / "checkpoints").exists()  # Nothing half-started.
+
+
+def test_the_loop_refuses_a_distillation_config_without_its_recipe(teacher_dir, corpus, tmp_path):
+    """Handed no recipe, the loop trains SimCSE only: a distillation config is an error, not a SimCSE run."""
+    with pytest.raises(ValueError, match="a distill config: pass its recipe"):
+        trainer.train_and_evaluate(distill_config(teacher_dir, corpus, tmp_path / "cache"), str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
 
 
 # ----------------------------------------------------------------------------- width map kept
@@ -355,7 +367,7 @@ def test_a_kept_width_map_is_evaluated_and_exported_as_a_dense_module(teacher_di
         checkpoint_every=2,
     )
     workdir = tmp_path / "run"
-    trainer.train_and_evaluate(config, str(workdir))
+    train(config, workdir)
     out = tmp_path / "student"
     assert export.main(["--workdir", str(workdir), "--out", str(out)]) == 0
     modules = json.loads((out / "modules.json").read_text())
@@ -410,7 +422,7 @@ def test_a_dropped_width_map_leaves_the_students_own_embedding(teacher_dir, corp
         checkpoint_every=1,
     )
     workdir = tmp_path / "run"
-    trainer.train_and_evaluate(config, str(workdir))
+    trainer.train_and_evaluate(config, str(workdir), recipes.for_config(config))
     sentences = tmp_path / "sentences.txt"
     sentences.write_text("\n".join(SENTENCES) + "\n")
     assert encode.main(["--workdir", str(workdir), "--input", str(sentences), "--output", str(tmp_path / "o.npy")]) == 0

@@ -9,6 +9,7 @@ import pytest
 from distilface_jax.distill.student import StudentError, cut_layers
 from distilface_jax.evaluation.inference import make_embed_fn
 from distilface_jax.interop import hf
+from distilface_jax.models.sentence_pipeline import SentencePipeline
 
 from helpers import SENTENCES
 
@@ -21,7 +22,7 @@ def test_cut_student_equals_pytorch_with_layers_removed(tiny_bert_dir, layers):
     teacher = hf.load_pretrained(str(tiny_bert_dir))
     config, params = cut_layers(teacher.config, teacher.params, layers)
     assert config.num_layers == len(layers)
-    ours = make_embed_fn(config, params, teacher.tokenizer, pooler="avg")(SENTENCES)
+    ours = make_embed_fn(SentencePipeline(config, teacher.tokenizer, pooler="avg"), params)(SENTENCES)
 
     reference = transformers.BertModel.from_pretrained(str(tiny_bert_dir)).eval()
     reference.encoder.layer = torch.nn.ModuleList([reference.encoder.layer[i] for i in layers])

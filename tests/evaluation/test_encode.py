@@ -11,6 +11,7 @@ from distilface_jax import encode
 from distilface_jax.evaluation.inference import make_embed_fn
 from distilface_jax.evaluation.inference_batches import bucket_lengths
 from distilface_jax.interop import hf
+from distilface_jax.models.sentence_pipeline import SentencePipeline
 
 from helpers import SENTENCES, WORDS
 
@@ -77,7 +78,7 @@ def test_cli_normalize(tiny_bert_dir, tmp_path):
 def test_few_shapes_compile_for_many_lengths(tiny_distilbert_dir):
     loaded = hf.load_pretrained(str(tiny_distilbert_dir))
     sentences = [" ".join(["cat"] * n) for n in range(1, 63)]  # 62 distinct lengths, up to the limit
-    embed = make_embed_fn(loaded.config, loaded.params, loaded.tokenizer, batch_size=8)
+    embed = make_embed_fn(SentencePipeline(loaded.config, loaded.tokenizer), loaded.params, batch_size=8)
     embed(sentences)
     assert len(embed.compiled_shapes) <= len(bucket_lengths(64)) == 4
     assert {length for _, length in embed.compiled_shapes} <= {8, 16, 32, 64}
@@ -87,8 +88,9 @@ def test_few_shapes_compile_for_many_lengths(tiny_distilbert_dir):
 def test_truncation_at_max_length(tiny_distilbert_dir):
     loaded = hf.load_pretrained(str(tiny_distilbert_dir))
     long_sentence = " ".join(["dog"] * 200)
-    embed = make_embed_fn(loaded.config, loaded.params, loaded.tokenizer, max_length=16)
-    short = make_embed_fn(loaded.config, loaded.params, loaded.tokenizer)
+    pipeline = SentencePipeline(loaded.config, loaded.tokenizer)
+    embed = make_embed_fn(pipeline.replace(max_length=16), loaded.params)
+    short = make_embed_fn(pipeline, loaded.params)
     np.testing.assert_allclose(embed([long_sentence]), short([" ".join(["dog"] * 14)]), atol=1e-6)
     assert embed.max_length == 16 and short.max_length == 64
 
@@ -135,7 +137,9 @@ def test_cli_follows_a_sentence_transformers_folder(minilm_dir, tmp_path, capsys
     assert "warning" not in capsys.readouterr().err
 
 
-def test_cli_warns_about_modules_it_does_not_apply(tiny_distilbert_dir, tmp_path, capsys):
+def test_cli_refuses_modules_it_does_not_apply(tiny_distilbert_dir, tmp_path, capsys):
+    """A module whose step would be skipped makes the embeddings not the folder's own: one line
+    naming it, exit 2, no output (it was a warning before issue 17 gave teacher and encode one policy)."""
     import json
     import shutil
 
@@ -164,9 +168,43 @@ def test_cli_warns_about_modules_it_does_not_apply(tiny_distilbert_dir, tmp_path
         encode.main(
             ["--model", str(folder), "--input", str(tmp_path / "in.txt"), "--output", str(tmp_path / "out.npy")]
         )
-        == 0
+        == 2
     )
-    assert "not applied here: 2_Dense (sentence_transformers.models.Dense)" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and len(error.strip().splitlines()) == 1, error
+    assert "not reproduced here: 2_Dense (sentence_transformers.models.Dense)" in error
+    assert not (tmp_path / "out.npy").exists()
+
+
+def test_cli_refuses_a_pooling_mode_it_cannot_apply_unless_told_the_pooler(tiny_distilbert_dir, tmp_path, capsys):
+    """Max pooling is not one of ours: refused (it silently became mean pooling before), unless
+    --pooler replaces the folder's pooling knowingly."""
+    import json
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_distilbert_dir, folder)
+    (folder / "modules.json").write_text(
+        json.dumps(
+            [
+                {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+                {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+            ]
+        )
+    )
+    (folder / "1_Pooling").mkdir()
+    (folder / "1_Pooling" / "config.json").write_text(
+        json.dumps({"word_embedding_dimension": 32, "pooling_mode_max_tokens": True})
+    )
+    (tmp_path / "in.txt").write_text("\n".join(SENTENCES) + "\n")
+    arguments = ["--model", str(folder), "--input", str(tmp_path / "in.txt"), "--output", str(tmp_path / "out.npy")]
+    assert encode.main(arguments) == 2
+    error = capsys.readouterr().err
+    assert "1_Pooling (sentence_transformers.models.Pooling, a pooling mode other than cls or mean)" in error
+    assert encode.main([*arguments, "--pooler", "avg"]) == 0
+    np.testing.assert_allclose(
+        np.load(tmp_path / "out.npy"), torch_mean_pooled(tiny_distilbert_dir, SENTENCES), atol=1e-5, rtol=0
+    )
 
 
 @pytest.mark.parametrize("command", ["encode", "evaluate"])

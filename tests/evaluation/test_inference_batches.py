@@ -8,6 +8,7 @@ import pytest
 from distilface_jax.evaluation.inference import drain, make_embed_fn
 from distilface_jax.evaluation.inference_batches import bucket_lengths, plan_batches
 from distilface_jax.interop import hf
+from distilface_jax.models.sentence_pipeline import SentencePipeline
 
 from helpers import WORDS
 
@@ -36,7 +37,9 @@ def test_long_line_among_short_ones_matches_pytorch(tiny_distilbert_dir):
     sentences = [" ".join(rng.choice(WORDS, size=rng.integers(1, 6))) for _ in range(40)]
     sentences.insert(17, " ".join(rng.choice(WORDS, size=60)))  # ~62 tokens: the 64 bucket
     loaded = hf.load_pretrained(str(tiny_distilbert_dir))
-    embed = make_embed_fn(loaded.config, loaded.params, loaded.tokenizer, batch_size=16, tokens_per_batch=128)
+    embed = make_embed_fn(
+        SentencePipeline(loaded.config, loaded.tokenizer), loaded.params, batch_size=16, tokens_per_batch=128
+    )
     ours = embed(sentences)
     assert (2, 64) in embed.compiled_shapes and all(r * n <= 128 for r, n in embed.compiled_shapes)
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(tiny_distilbert_dir))
@@ -74,7 +77,7 @@ def test_progress_counts_finished_batches_only():
 def test_bad_budget_is_refused(tiny_distilbert_dir, budget):
     loaded = hf.load_pretrained(str(tiny_distilbert_dir))
     if budget == 0:  # 0 means the default
-        make_embed_fn(loaded.config, loaded.params, loaded.tokenizer, tokens_per_batch=budget)
+        make_embed_fn(SentencePipeline(loaded.config, loaded.tokenizer), loaded.params, tokens_per_batch=budget)
     else:
         with pytest.raises(ValueError, match="tokens_per_batch"):
-            make_embed_fn(loaded.config, loaded.params, loaded.tokenizer, tokens_per_batch=budget)
+            make_embed_fn(SentencePipeline(loaded.config, loaded.tokenizer), loaded.params, tokens_per_batch=budget)

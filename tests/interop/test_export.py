@@ -10,6 +10,7 @@ import transformers
 
 from distilface_jax.evaluation.inference import make_embed_fn
 from distilface_jax.interop import hf
+from distilface_jax.models.sentence_pipeline import SentencePipeline
 
 from helpers import SENTENCES
 
@@ -22,9 +23,8 @@ def _assert_same_tree(a, b):
 @pytest.mark.parametrize("pooler", ["cls", "avg", "cls_before_pooler"])
 def test_round_trip_and_third_party_loaders(tiny_model_dir, tmp_path, pooler):
     loaded = hf.load_pretrained(str(tiny_model_dir))
-    out = hf.save_pretrained(
-        tmp_path / "export", loaded.config, loaded.params, loaded.tokenizer, pooler=pooler, keep_mlp=True
-    )
+    pipeline = SentencePipeline(loaded.config, loaded.tokenizer, pooler=pooler, apply_mlp=True)
+    out = hf.save_pretrained(tmp_path / "export", pipeline, loaded.params)
     again = hf.load_pretrained(str(out))
     mlp_survives = pooler == "cls" or loaded.config.model_type == "bert"
     _assert_same_tree(again.params["encoder"], loaded.params["encoder"])
@@ -41,7 +41,7 @@ def test_round_trip_and_third_party_loaders(tiny_model_dir, tmp_path, pooler):
 
     st_model = SentenceTransformer(str(out), device="cpu")
     theirs = st_model.encode(SENTENCES, convert_to_numpy=True, batch_size=4)
-    ours = make_embed_fn(loaded.config, loaded.params, loaded.tokenizer, pooler=pooler)(SENTENCES)
+    ours = make_embed_fn(pipeline, loaded.params)(SENTENCES)
     np.testing.assert_allclose(ours, theirs, atol=1e-5, rtol=0)
 
     # transformers' own outputs give them too (mean pooling or CLS [+ MLP]) .
@@ -61,22 +61,13 @@ def test_round_trip_and_third_party_loaders(tiny_model_dir, tmp_path, pooler):
 
 def test_export_without_mlp_and_with_normalize(tiny_distilbert_dir, tmp_path):
     loaded = hf.load_pretrained(str(tiny_distilbert_dir))
-    out = hf.save_pretrained(
-        tmp_path / "export",
-        loaded.config,
-        loaded.params,
-        loaded.tokenizer,
-        pooler="cls",
-        keep_mlp=False,
-        normalize=True,
-    )
+    pipeline = SentencePipeline(loaded.config, loaded.tokenizer, pooler="cls", apply_mlp=False, normalize=True)
+    out = hf.save_pretrained(tmp_path / "export", pipeline, loaded.params)
     assert not (out / "2_Dense").exists()
     from sentence_transformers import SentenceTransformer
 
     theirs = SentenceTransformer(str(out), device="cpu").encode(SENTENCES, convert_to_numpy=True)
-    ours = make_embed_fn(loaded.config, loaded.params, loaded.tokenizer, pooler="cls", apply_mlp=False, normalize=True)(
-        SENTENCES
-    )
+    ours = make_embed_fn(pipeline, loaded.params)(SENTENCES)
     np.testing.assert_allclose(ours, theirs, atol=1e-5, rtol=0)
     np.testing.assert_allclose(np.linalg.norm(ours, axis=-1), 1.0, atol=1e-6)
 
@@ -87,10 +78,12 @@ def test_export_refuses_non_empty_folder_and_leaves_nothing_half_written(tiny_di
     occupied.mkdir()
     (occupied / "keep.txt").write_text("user data")
     with pytest.raises(FileExistsError, match="not empty"):
-        hf.save_pretrained(occupied, loaded.config, loaded.params, loaded.tokenizer)
+        hf.save_pretrained(occupied, SentencePipeline(loaded.config, loaded.tokenizer, pooler="cls"), loaded.params)
     assert (occupied / "keep.txt").read_text() == "user data"
     with pytest.raises(ValueError, match="avg_top2.*cannot be expressed"):
-        hf.save_pretrained(tmp_path / "fresh", loaded.config, loaded.params, loaded.tokenizer, pooler="avg_top2")
+        hf.save_pretrained(
+            tmp_path / "fresh", SentencePipeline(loaded.config, loaded.tokenizer, pooler="avg_top2"), loaded.params
+        )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["occupied"]  # No staging folder left behind.
 
 
@@ -103,7 +96,7 @@ def test_real_minilm_matches_sentence_transformers(minilm_dir):
     sentences = [" ".join(rng.choice(words, size=rng.integers(1, 40))) for _ in range(120)]
     sentences += ["Hello, world!", "A man is playing a guitar.", "Ünïcödé and émojis 🙂 survive tokenization."]
     loaded = hf.load_pretrained(str(minilm_dir))
-    ours = make_embed_fn(loaded.config, loaded.params, loaded.tokenizer, pooler="avg", batch_size=32)(sentences)
+    ours = make_embed_fn(SentencePipeline(loaded.config, loaded.tokenizer), loaded.params, batch_size=32)(sentences)
     theirs = SentenceTransformer(str(minilm_dir), device="cpu").encode(sentences, convert_to_numpy=True)
     cosine = np.sum(ours * theirs, -1) / (np.linalg.norm(ours, axis=-1) * np.linalg.norm(theirs, axis=-1))
     assert cosine.min() >= 0.99999, cosine.min()

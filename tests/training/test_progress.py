@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from distilface_jax.training import progress, trainer
+from distilface_jax.training import progress, simcse, trainer
 
 from helpers import ROOT, WORDS, load_config
 
@@ -74,7 +74,7 @@ def test_training_bar_advances_only_over_finished_steps(tiny_distilbert_dir, tmp
 
         return step
 
-    monkeypatch.setattr(trainer, "_build_step", stand_in_step)
+    monkeypatch.setattr(simcse, "build_step", stand_in_step)
     monkeypatch.setattr(
         trainer,
         "StepProgress",

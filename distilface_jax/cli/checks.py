@@ -1,4 +1,6 @@
-"""Everything `train` can check about its inputs before it builds a model or tokenizes a corpus.
+"""Everything `train` can check about its inputs before it builds a model or tokenizes a corpus:
+the declared check of every config key (`config/keys.py`), then the files and folders the
+config names.
 
 Each failure is a `UsageError` naming the key, file or line to fix, so a mistake costs
 milliseconds and one line of output, not minutes and a traceback.
@@ -10,10 +12,10 @@ import os
 
 from distilface_jax import run_folder
 from distilface_jax.cli.policy import UsageError
+from distilface_jax.config import keys
 from distilface_jax.config.base import BUILTIN_TINY
+from distilface_jax.config.keys import Config
 from distilface_jax.evaluation import sts
-from distilface_jax.models.pooling import POOLERS
-from distilface_jax.training.profiling import parse_window
 
 _READ_CHUNK = 1 << 20
 
@@ -35,33 +37,12 @@ def _parents(path: str) -> list[str]:
     return parents
 
 
-def check_settings(config) -> None:
-    """Values that are wrong whatever the data: named by their key."""
-
-    def need(ok: bool, key: str, what: str) -> None:
-        if not ok:
-            raise UsageError(f"--config.{key}={_lookup(config, key)!r}: {what}")
-
-    need(config.batch_size >= 1, "batch_size", "must be >= 1")
-    need(config.max_steps >= 0, "max_steps", "must be >= 0 (0: use num_epochs)")
-    need(config.max_steps > 0 or config.num_epochs >= 1, "num_epochs", "must be >= 1 when max_steps is 0")
-    need(config.log_every >= 1, "log_every", "must be >= 1")
-    need(config.checkpoint_every >= 1, "checkpoint_every", "must be >= 1")
-    need(config.eval_every >= 0, "eval_every", "must be >= 0 (0: no evaluation)")
-    need(config.keep_checkpoints >= 1, "keep_checkpoints", "must be >= 1")
-    need(config.data.format in ("unsup", "sup"), "data.format", "must be 'unsup' or 'sup'")
-    need(config.model.pooler in POOLERS, "model.pooler", f"must be one of {', '.join(POOLERS)}")
-    need(config.data.max_seq_length >= 2, "data.max_seq_length", "must be >= 2")
+def check_settings(config: Config) -> None:
+    """Values that are wrong whatever the data (each key's declared check): named by their key."""
     try:
-        parse_window(config.profile_steps)
-    except ValueError as error:
-        raise UsageError(f"--config.profile_steps={config.profile_steps!r}: {error}") from None
-
-
-def _lookup(config, dotted: str):
-    for part in dotted.split("."):
-        config = config[part]
-    return config
+        keys.check_values(config)
+    except keys.ConfigValueError as error:
+        raise UsageError(str(error)) from None
 
 
 def check_model_path(name_or_path: str, key: str = "model.name_or_path") -> None:
@@ -114,7 +95,7 @@ def check_train_file(train_file: str) -> None:
         raise UsageError(f"{train_file}: no training sentences (the file is empty or blank)")
 
 
-def check_sts_dir(config) -> None:
+def check_sts_dir(config: Config) -> None:
     """The STS folder holds what this run will evaluate (dev during training, test at the end)."""
     sts_dir = config.eval.sts_dir
     if sts_dir == BUILTIN_TINY or (config.eval_every == 0 and not config.eval.final_test):
@@ -132,7 +113,7 @@ def check_sts_dir(config) -> None:
             raise UsageError(f"{key}: {error}") from None
 
 
-def check_before_training(config, workdir: str) -> None:
+def check_before_training(config: Config, workdir: str) -> None:
     """All of the above, cheapest first."""
     check_workdir(workdir)
     check_settings(config)

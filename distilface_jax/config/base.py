@@ -64,6 +64,14 @@ def base_config() -> ml_collections.ConfigDict:
     config.data.format = "unsup"  # "unsup": one sentence per line; "sup": csv sent0,sent1[,hard_neg]
     config.data.max_seq_length = 32
     config.data.cache_dir = ""  # Default: WORKDIR/cache.
+    # The token store (training/token_store.py): tokenized once into shards on disk, read row by row,
+    # so a host's memory does not grow with the corpus. Same batches as the in-memory path; a list
+    # "a.txt,b.txt", a glob or a gs:// train_file always uses it.
+    config.data.token_store = False
+    config.data.store_dir = ""  # Default: CACHE_DIR/store. May be gs:// (each host reads a local copy).
+    config.data.store_shard_bytes = 16 << 20  # Input bytes per shard (a job for one worker).
+    config.data.num_workers = 1  # Tokenizing processes per host (token store only).
+    config.data.prefetch = 2  # Host batches assembled ahead on a thread; 0 = in the loop.
 
     config.eval = ml_collections.ConfigDict()
     config.eval.sts_dir = "SentEval/data/downstream"  # Holds STS/ and SICK/ (launch/download_senteval_sts.sh).

@@ -89,15 +89,23 @@ def host_batch(
 ) -> dict[str, np.ndarray]:
     """This process's contiguous slice of global batch `step`: arrays [global_batch_size /
     process_count, K, L]. Host slices concatenated in process order give the global batch."""
+    num_examples = next(iter(dataset_arrays.values())).shape[0]
+    mine = host_indices(num_examples, step, global_batch_size, seed, process_index, process_count)
+    return {name: array[mine] for name, array in dataset_arrays.items()}
+
+
+def host_indices(
+    num_examples: int, step: int, global_batch_size: int, seed: int, process_index: int, process_count: int
+) -> np.ndarray:
+    """Example indices [global_batch_size / process_count] of this process's contiguous slice of
+    global batch `step`: what `host_batch` gathers from memory and a token store from disk."""
     if process_count < 1 or global_batch_size % process_count:
         raise ValueError(f"global batch size {global_batch_size} is not divisible by process_count {process_count}")
     if not 0 <= process_index < process_count:
         raise ValueError(f"process_index {process_index} is outside [0, {process_count})")
-    num_examples = next(iter(dataset_arrays.values())).shape[0]
     indices = global_batch_indices(num_examples, global_batch_size, seed, step)
     per_host = global_batch_size // process_count
-    mine = indices[process_index * per_host : (process_index + 1) * per_host]
-    return {name: array[mine] for name, array in dataset_arrays.items()}
+    return indices[process_index * per_host : (process_index + 1) * per_host]
 
 
 # ----------------------------------------------------------------------------- data set

@@ -239,6 +239,7 @@ def test_bucket_store_is_built_there_and_read_from_a_local_copy(tmp_path, tokeni
             target=tokenize_workers.build,
             args=(str(bucket), str(host), sources, plan, tokenizer),
             kwargs=dict(hf_cache_dir=None, process_index=i, process_count=2, show_progress=False),
+            daemon=True,  # a host waiting forever for the other's shards must not hang the test run
         )
         for i, host in enumerate(hosts)
     ]

@@ -20,6 +20,7 @@ import glob
 import logging
 import multiprocessing
 import os
+import signal
 import time
 from typing import Any, Sequence
 
@@ -39,6 +40,8 @@ _worker: dict[str, Any] = {}
 def _init_worker(tokenizer) -> None:
     # One process per core: the tokenizer's own thread pool would only oversubscribe it.
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    # Ctrl-C reaches the whole process group: the parent stops the pool; workers need no traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _worker["tokenizer"] = tokenizer
 
 
@@ -136,10 +139,22 @@ def _tokenize(local, upload_to, sources, specs, plan, todo, tokenizer, hf_cache_
         else:
             context = multiprocessing.get_context("spawn")
             with context.Pool(num_workers, initializer=_init_worker, initargs=(tokenizer,)) as pool:
-                _collect(pool.imap_unordered(tokenize_shard, jobs), bar, local, upload_to)
+                _collect(_interruptible(pool.imap_unordered(tokenize_shard, jobs)), bar, local, upload_to)
     finally:
         bar.close()
         _worker.pop("tokenizer", None)
+
+
+def _interruptible(results):
+    """Results of `imap_unordered`, waited for a second at a time: a bare wait does not let the
+    parent see Ctrl-C/SIGTERM until a shard finishes (minutes), the pool left running."""
+    while True:
+        try:
+            yield results.next(timeout=1.0)
+        except multiprocessing.TimeoutError:
+            continue
+        except StopIteration:
+            return
 
 
 def _collect(results, bar, local: str, upload_to: str | None) -> None:

@@ -294,3 +294,17 @@ def test_old_run_configs_resume_with_the_new_data_keys():
     resume.check_resumable(saved, current, {}, {}, "old run")
     current["data"].update(token_store=True, num_workers=2, prefetch=0)
     resume.check_resumable(saved, current, {}, {}, "old run")
+
+
+def test_train_file_lists_and_globs_are_checked_before_training(tmp_path):
+    from distilface_jax.cli.policy import UsageError
+    from distilface_jax.config import checks
+
+    good, latin1 = tmp_path / "a.txt", tmp_path / "b.txt"
+    good.write_text("one sentence\n", encoding="utf-8")
+    latin1.write_bytes("caf\xe9\n".encode("latin-1"))
+    checks.check_train_file(f"{good},{tmp_path / 'a*.txt'}")
+    with pytest.raises(UsageError, match=r"nope-\*.txt matches no file"):
+        checks.check_train_file(f"{good},{tmp_path / 'nope-*.txt'}")
+    with pytest.raises(UsageError, match="b.txt: line 1: not UTF-8"):
+        checks.check_train_file(str(tmp_path / "*.txt"))

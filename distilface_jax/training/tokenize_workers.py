@@ -16,11 +16,13 @@ it lacks into its local folder and reads them there (a local copy per host).
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import logging
 import multiprocessing
 import os
 import signal
+import threading
 import time
 from typing import Any, Sequence
 
@@ -138,11 +140,29 @@ def _tokenize(local, upload_to, sources, specs, plan, todo, tokenizer, hf_cache_
             _collect(map(tokenize_shard, jobs), bar, local, upload_to)
         else:
             context = multiprocessing.get_context("spawn")
-            with context.Pool(num_workers, initializer=_init_worker, initargs=(tokenizer,)) as pool:
+            with _sigterm_raises(), context.Pool(num_workers, initializer=_init_worker, initargs=(tokenizer,)) as pool:
                 _collect(_interruptible(pool.imap_unordered(tokenize_shard, jobs)), bar, local, upload_to)
     finally:
         bar.close()
         _worker.pop("tokenizer", None)
+
+
+@contextlib.contextmanager
+def _sigterm_raises():
+    """SIGTERM raises in the parent while the pool runs, so the pool's exit ends the workers: the
+    default action would kill the parent alone and leave them tokenizing, orphaned."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _interruptible(results):

@@ -2,11 +2,13 @@
 
     nice -n 10 python benchmarks/token_store_scale.py --lines 20000000 --out /tmp/store_bench all
 
-Steps (each also alone: `generate`, `speed`, `build`, `train`, `rehearsal`):
+Steps (each also alone: `generate`, `speed`, `build`, `read`, `train`, `rehearsal`):
   generate   N lines resampled (seeded) from the 11,914-line wiki file into OUT/corpus.txt
   speed      lines/s on the first --speed-lines lines: a plain `tokenizers` batch-encode loop
              (the limit: no reading, no store), the store build with 1 and with 2 workers
   build      the whole corpus into the store with --workers workers: time, lines/s, size on disk
+  read       host batches of 32 assembled from the store in this process: ms per batch, first
+             pass (digests checked) and second pass
   train      a tiny model (2 layers, width 32, all-MiniLM-L6-v2's tokenizer) trained --steps steps
              from the store, and the same run on the 11,914-line file (store and in memory):
              peak RSS of each training process, time to the first step, data_wait_ms with
@@ -268,6 +270,31 @@ def rehearsal(out: Path, corpus: Path, model: str, steps: int) -> dict:
     return {"rows_read": rows, "seconds": time.perf_counter() - begin, "steps": steps, "batch": 32}
 
 
+def read(out: Path, corpus: Path, model: str, steps: int) -> dict:
+    """Host batch assembly from the built store, in this process (no training): ms per batch of 32
+    for the first pass over `steps` steps (digests checked on first touch) and a second pass."""
+    from distilface_jax.training import store_data
+
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    stored = store_data.load_store_data(
+        str(corpus),
+        _tokenizer(model),
+        fmt="unsup",
+        global_batch_size=32,
+        cache_dir=str(out / "cache"),
+        shard_bytes=SHARD_BYTES,
+        show_progress=False,
+    )
+    result = {}
+    for name in ("first_pass", "second_pass"):
+        begin = time.perf_counter()
+        for step in range(steps):
+            stored.batch(step)
+        result[f"{name}_ms_per_batch"] = 1000 * (time.perf_counter() - begin) / steps
+    result["rows_read"] = stored.store.rows_read
+    return result
+
+
 def versions() -> str:
     import jax
     import numpy
@@ -282,7 +309,7 @@ def versions() -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("step", choices=["all", "generate", "speed", "build", "train", "rehearsal"])
+    parser.add_argument("step", choices=["all", "generate", "speed", "build", "read", "train", "rehearsal"])
     parser.add_argument("--lines", type=int, default=20_000_000)
     parser.add_argument("--speed-lines", type=int, default=200_000)
     parser.add_argument("--workers", type=int, default=2)
@@ -297,6 +324,7 @@ def main(argv=None) -> int:
     steps = {
         "speed": lambda: speed(args.out, corpus, model, args.speed_lines),
         "build": lambda: build(args.out, corpus, model, args.workers),
+        "read": lambda: read(args.out, corpus, model, args.steps),
         "train": lambda: train(args.out, corpus, model, args.steps),
         "rehearsal": lambda: rehearsal(args.out, corpus, model, 40),
     }

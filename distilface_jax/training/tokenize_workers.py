@@ -17,6 +17,7 @@ it lacks into its local folder and reads them there (a local copy per host).
 from __future__ import annotations
 
 import contextlib
+import functools
 import glob
 import logging
 import multiprocessing
@@ -47,12 +48,13 @@ def _init_worker(tokenizer) -> None:
     _worker["tokenizer"] = tokenizer
 
 
-def tokenize_shard(job: tuple) -> tuple[int, int]:
-    """Reads, tokenizes and writes one shard; returns (shard index, input lines it covered)."""
+def tokenize_shard(job: tuple, tokenizer=None) -> tuple[int, int]:
+    """Reads, tokenizes and writes one shard; returns (shard index, input lines it covered).
+    `tokenizer` None: the worker process's own (set by `_init_worker`)."""
     folder, index, source, spec, fmt, max_seq_length, names, views_expected, hf_cache_dir = job
     views, skipped = corpus.read_shard(source, spec, fmt, hf_cache_dir)
     if views[0]:
-        arrays = data.tokenize_views(views, _worker["tokenizer"], max_seq_length)
+        arrays = data.tokenize_views(views, tokenizer or _worker["tokenizer"], max_seq_length)
     else:  # a shard of blank lines only
         arrays = {name: np.zeros((0, views_expected, max_seq_length), np.int32) for name in names}
     if list(arrays) != list(names) or next(iter(arrays.values())).shape[1] != views_expected:
@@ -136,15 +138,15 @@ def _tokenize(local, upload_to, sources, specs, plan, todo, tokenizer, hf_cache_
     bar.set_postfix_str(f"{len(todo)} shards, {num_workers} worker(s)", refresh=False)
     try:
         if num_workers <= 1:
-            _worker["tokenizer"] = tokenizer  # in this process, as the in-memory path tokenizes
-            _collect(map(tokenize_shard, jobs), bar, local, upload_to)
+            # In this process, as the in-memory path tokenizes (passed, not global: two builds may
+            # run in one process, e.g. hosts rehearsed as threads).
+            _collect(map(functools.partial(tokenize_shard, tokenizer=tokenizer), jobs), bar, local, upload_to)
         else:
             context = multiprocessing.get_context("spawn")
             with _sigterm_raises(), context.Pool(num_workers, initializer=_init_worker, initargs=(tokenizer,)) as pool:
                 _collect(_interruptible(pool.imap_unordered(tokenize_shard, jobs)), bar, local, upload_to)
     finally:
         bar.close()
-        _worker.pop("tokenizer", None)
 
 
 @contextlib.contextmanager

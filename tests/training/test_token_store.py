@@ -308,3 +308,11 @@ def test_train_file_lists_and_globs_are_checked_before_training(tmp_path):
         checks.check_train_file(f"{good},{tmp_path / 'nope-*.txt'}")
     with pytest.raises(UsageError, match="b.txt: line 1: not UTF-8"):
         checks.check_train_file(str(tmp_path / "*.txt"))
+
+
+def test_epoch_order_is_numpys_permutation_in_four_bytes_an_example():
+    for num_examples in (1, 2, 1000, 2**16 + 7, 300_001):
+        for seed, epoch in ((0, 0), (3, 1), (12345, 7)):
+            order = data._epoch_permutation(num_examples, seed, epoch)
+            assert order.dtype == np.int32
+            np.testing.assert_array_equal(order, np.random.default_rng([seed, epoch]).permutation(num_examples))

@@ -215,22 +215,20 @@ def _train(workdir: Path, train_file: str, model: str, cache: Path, steps: int, 
     }
 
 
-def train(out: Path, corpus: Path, model: str, steps: int) -> dict:
+def train(out: Path, corpus: Path, model: str, steps: int, runs: str = "") -> dict:
     small = out / "wiki11914.txt"
     if not small.exists():
         small.write_bytes(WIKI.read_bytes())
     cache = out / "cache"
     store = ("--config.data.token_store=True",)
-    return {
-        "big_store_prefetch2": _train(out / "run_big", str(corpus), model, cache, steps, *store),
-        "big_store_prefetch0": _train(
-            out / "run_big0", str(corpus), model, cache, steps, *store, "--config.data.prefetch=0"
-        ),
-        "small_store_prefetch2": _train(out / "run_small", str(small), model, cache, steps, *store),
-        "small_memory_prefetch0": _train(
-            out / "run_small_mem", str(small), model, cache, steps, "--config.data.prefetch=0"
-        ),
+    plans = {
+        "big_store_prefetch2": (out / "run_big", corpus, store),
+        "big_store_prefetch0": (out / "run_big0", corpus, (*store, "--config.data.prefetch=0")),
+        "small_store_prefetch2": (out / "run_small", small, store),
+        "small_memory_prefetch0": (out / "run_small_mem", small, ("--config.data.prefetch=0",)),
     }
+    chosen = [name for name in plans if not runs or name in runs.split(",")]
+    return {name: _train(plans[name][0], str(plans[name][1]), model, cache, steps, *plans[name][2]) for name in chosen}
 
 
 def rehearsal(out: Path, corpus: Path, model: str, steps: int) -> dict:
@@ -268,6 +266,48 @@ def rehearsal(out: Path, corpus: Path, model: str, steps: int) -> dict:
         log = (workdir / "logs" / f"process_{index}.log").read_text()
         rows[index] = int(re.findall(rf"process {index} read (\d+) rows", log)[0])
     return {"rows_read": rows, "seconds": time.perf_counter() - begin, "steps": steps, "batch": 32}
+
+
+def assemble(out: Path, corpus: Path, model: str, rows_from: Path) -> dict:
+    """For a session too short to tokenize N lines: completes OUT's store with the right number
+    of rows per shard, copied (cycled) from another store's rows instead of tokenized. Shards
+    already tokenized are kept. The store then has N real-looking rows for the memory and
+    start-up measurements of `train`; its tokens are not those of OUT's corpus (say so)."""
+    import numpy as np
+
+    from distilface_jax.training import corpus as corpus_lib, store_data, token_store
+
+    sources = corpus_lib.resolve_inputs(str(corpus))
+    tokenizer = _tokenizer(model)
+    fingerprint = {
+        "version": token_store.STORE_VERSION,
+        "sources": [s.fingerprint() for s in sources],
+        "format": "unsup",
+        "tokenizer": store_data.data._tokenizer_fingerprint(tokenizer),
+        "max_seq_length": 32,
+        "shard_bytes": SHARD_BYTES,
+    }
+    folder = store_data.store_folder(str(out / "cache"), sources, fingerprint)
+    plan = token_store.read_plan(folder) or store_data._plan(
+        sources, fingerprint, tokenizer, "unsup", 32, SHARD_BYTES, None
+    )
+    os.makedirs(folder, exist_ok=True)
+    token_store.write_plan(folder, plan)
+    donor = token_store.TokenStore(str(rows_from))
+    cursor, copied, kept = 0, 0, 0
+    with open(corpus, "rb") as handle:
+        for index, (_, start, end) in enumerate(plan["shards"]):
+            if token_store.read_marker(folder, index) is not None:
+                kept += 1
+                continue
+            handle.seek(start)
+            rows = handle.read(end - start).count(b"\n")  # the generated corpus has no blank lines
+            take = (cursor + np.arange(rows)) % donor.num_examples
+            cursor = int(take[-1]) + 1
+            batch = donor.read_rows(take)
+            token_store.write_shard(folder, index, batch, plan["names"], 0)
+            copied += rows
+    return {"shards_tokenized": kept, "rows_copied": copied, "donor": str(rows_from), "folder": folder}
 
 
 def read(out: Path, corpus: Path, model: str, steps: int) -> dict:
@@ -309,7 +349,9 @@ def versions() -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("step", choices=["all", "generate", "speed", "build", "read", "train", "rehearsal"])
+    parser.add_argument("step", choices=["all", "generate", "speed", "build", "assemble", "read", "train", "rehearsal"])
+    parser.add_argument("--rows-from", type=Path, help="assemble: the store whose rows fill the missing shards")
+    parser.add_argument("--runs", default="", help="train: comma-separated run names (default: all four)")
     parser.add_argument("--lines", type=int, default=20_000_000)
     parser.add_argument("--speed-lines", type=int, default=200_000)
     parser.add_argument("--workers", type=int, default=2)
@@ -324,12 +366,13 @@ def main(argv=None) -> int:
     steps = {
         "speed": lambda: speed(args.out, corpus, model, args.speed_lines),
         "build": lambda: build(args.out, corpus, model, args.workers),
+        "assemble": lambda: assemble(args.out, corpus, model, args.rows_from),
         "read": lambda: read(args.out, corpus, model, args.steps),
-        "train": lambda: train(args.out, corpus, model, args.steps),
+        "train": lambda: train(args.out, corpus, model, args.steps, args.runs),
         "rehearsal": lambda: rehearsal(args.out, corpus, model, 40),
     }
     for name, run in steps.items():
-        if args.step in ("all", name):
+        if args.step == name or (args.step == "all" and name != "assemble"):
             results[name] = run()
             results["machine"] = versions()
             results["lines"] = args.lines

@@ -8,6 +8,7 @@ milliseconds and one line of output, not minutes and a traceback.
 
 from __future__ import annotations
 
+import glob
 import os
 
 from distilface_jax import run_folder
@@ -16,6 +17,7 @@ from distilface_jax.config import keys
 from distilface_jax.config.base import BUILTIN_TINY
 from distilface_jax.config.keys import Config
 from distilface_jax.evaluation import sts
+from distilface_jax.training import corpus
 
 _READ_CHUNK = 1 << 20
 
@@ -58,8 +60,19 @@ def check_model_path(name_or_path: str, key: str = "model.name_or_path") -> None
 
 def check_train_file(train_file: str) -> None:
     """A local training file exists, is UTF-8 (else the line of the first bad byte) and holds a
-    non-blank line. A name that is no local path is a hub data set id, checked when loaded."""
+    non-blank line. A name that is no local path is a hub data set id, checked when loaded.
+    A list or glob (token store inputs): each local file is checked; gs:// paths when read."""
     if train_file == BUILTIN_TINY:
+        return
+    if corpus.is_many(train_file):
+        for item in [part.strip() for part in train_file.split(",") if part.strip()]:
+            if run_folder.is_remote(item):
+                continue
+            matches = sorted(glob.glob(os.path.expanduser(item))) if any(c in item for c in "*?[") else [item]
+            if not matches:
+                raise UsageError(f"--config.data.train_file={train_file}: {item} matches no file")
+            for match in matches:
+                check_train_file(match)
         return
     path = os.path.expanduser(train_file)
     key = "--config.data.train_file"

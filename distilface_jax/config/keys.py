@@ -158,7 +158,8 @@ KEYS: tuple[Key, ...] = (
     Key(
         "data.train_file",
         "data/wiki1m_for_simcse.txt",
-        "text file (one sentence per line), csv (sent0,sent1[,hard_neg]) or hub data set id",
+        "text file (one sentence per line), csv (sent0,sent1[,hard_neg]) or hub data set id; "
+        "a list 'a.txt,b.txt', a glob or gs:// paths read through the token store",
     ),
     Key(
         "data.format",
@@ -173,6 +174,14 @@ KEYS: tuple[Key, ...] = (
         at_least(2),
     ),
     Key("data.cache_dir", "", "token cache folder ('' = WORKDIR/cache)"),
+    # The token store (training/token_store.py): tokenized once into shards on disk, read row by row,
+    # so a host's memory does not grow with the corpus. Same batches as the in-memory path; a list
+    # "a.txt,b.txt", a glob or a gs:// train_file always uses it.
+    Key("data.token_store", False, "True: tokenize once into shards on disk read row by row (corpora beyond memory)"),
+    Key("data.store_dir", "", "token store folder, local or gs:// ('' = CACHE_DIR/store)"),
+    Key("data.store_shard_bytes", 16 << 20, "token store: input bytes per shard (one worker's job)", at_least(1)),
+    Key("data.num_workers", 1, "token store: tokenizing processes per host", at_least(1)),
+    Key("data.prefetch", 2, "host batches assembled ahead on a background thread (0 = in the loop)", at_least(0)),
     Key(
         "eval.sts_dir",
         "SentEval/data/downstream",

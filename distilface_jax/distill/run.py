@@ -43,7 +43,7 @@ from distilface_jax.distill.step import (
 )
 from distilface_jax.models.config import EncoderConfig
 from distilface_jax.models.sentence_pipeline import PROJECTION, SentencePipeline
-from distilface_jax.training import data, initial_model, tiny_data
+from distilface_jax.training import data, initial_model, store_data, tiny_data
 from distilface_jax.training.initial_model import InitialModel
 from distilface_jax.training.recipe import Recipe, Step
 
@@ -76,6 +76,8 @@ class Distiller:
         embeddings [N, D_t], or (teacher in the step) its own tokens of the same text [N, 1, L_t]."""
         if config.data.format != "unsup":
             raise ValueError("distillation reads one sentence per line: config.data.format must be 'unsup'")
+        if isinstance(train_data, store_data.StoreData):
+            raise ValueError("distillation reads its corpus in memory: it does not run from the token store yet")
         train_file = tiny_data.resolve_builtin(config.data.train_file, workdir, "corpus")
         source, sentences = _read_corpus(train_file)  # The rows TrainData holds, in its order.
         if len(sentences) != train_data.num_examples:

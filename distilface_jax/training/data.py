@@ -48,11 +48,17 @@ Arrays = Mapping[str, np.ndarray]
 # ----------------------------------------------------------------------------- order
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=2)
 def _epoch_permutation(num_examples: int, seed: int, epoch: int) -> np.ndarray:
     # Memoised because a 1M-example permutation costs ~10 ms: paid once per epoch instead of
     # every step, where it would stall the host loop. Read-only so no caller can corrupt it.
-    perm = np.random.default_rng([seed, epoch]).permutation(num_examples)
+    # Two kept: the epoch being trained and, at its end, the next (the prefetch thread runs ahead).
+    # The same permutation as `default_rng([seed, epoch]).permutation(num_examples)` (which is
+    # arange + shuffle), in int32 where it fits: a host holds 4 bytes per example, not 8 (80 MB
+    # for a 20M-example corpus, the one part of a token-store host's memory that grows with N).
+    dtype = np.int32 if num_examples < 2**31 else np.int64
+    perm = np.arange(num_examples, dtype=dtype)
+    np.random.default_rng([seed, epoch]).shuffle(perm)
     perm.setflags(write=False)
     return perm
 
@@ -89,15 +95,23 @@ def host_batch(
 ) -> dict[str, np.ndarray]:
     """This process's contiguous slice of global batch `step`: arrays [global_batch_size /
     process_count, K, L]. Host slices concatenated in process order give the global batch."""
+    num_examples = next(iter(dataset_arrays.values())).shape[0]
+    mine = host_indices(num_examples, step, global_batch_size, seed, process_index, process_count)
+    return {name: array[mine] for name, array in dataset_arrays.items()}
+
+
+def host_indices(
+    num_examples: int, step: int, global_batch_size: int, seed: int, process_index: int, process_count: int
+) -> np.ndarray:
+    """Example indices [global_batch_size / process_count] of this process's contiguous slice of
+    global batch `step`: what `host_batch` gathers from memory and a token store from disk."""
     if process_count < 1 or global_batch_size % process_count:
         raise ValueError(f"global batch size {global_batch_size} is not divisible by process_count {process_count}")
     if not 0 <= process_index < process_count:
         raise ValueError(f"process_index {process_index} is outside [0, {process_count})")
-    num_examples = next(iter(dataset_arrays.values())).shape[0]
     indices = global_batch_indices(num_examples, global_batch_size, seed, step)
     per_host = global_batch_size // process_count
-    mine = indices[process_index * per_host : (process_index + 1) * per_host]
-    return {name: array[mine] for name, array in dataset_arrays.items()}
+    return indices[process_index * per_host : (process_index + 1) * per_host]
 
 
 # ----------------------------------------------------------------------------- data set

@@ -3,7 +3,8 @@ config is read, and continuing a finished run to a greater length (`--config.ext
 
 May change on resume (`MAY_CHANGE`, an allow-list): how often the run logs, evaluates and
 saves, the compute dtype and attention kernel, GradCache chunking, the profile window, where
-the token cache and the evaluation data live, and evaluation settings: none changes what is
+the token cache and the evaluation data live,
+whether batches come from the token store and how they are prefetched, and evaluation settings: none changes what is
 computed. Any other difference in the config (a key added later included) would silently
 train a different run, so it is refused, naming every difference.
 
@@ -35,6 +36,12 @@ MAY_CHANGE = (
     "model.dtype",
     "model.attention_impl",
     "data.cache_dir",
+    # The token store and prefetching read the same rows in the same order (bit-identical batches).
+    "data.token_store",
+    "data.store_dir",
+    "data.store_shard_bytes",
+    "data.num_workers",
+    "data.prefetch",
     "eval",
 )
 EXTENSION_KEYS = ("num_epochs", "max_steps")  # The run's length: may change only with `extend`.

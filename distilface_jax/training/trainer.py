@@ -26,7 +26,17 @@ from distilface_jax.config.keys import Config
 from distilface_jax.evaluation import sts
 from distilface_jax.evaluation.inference import make_embed_fn
 from distilface_jax.models.sentence_pipeline import SentencePipeline
-from distilface_jax.training import checkpoint, data, profiling, resume, sharding, tiny_data
+from distilface_jax.training import (
+    checkpoint,
+    corpus,
+    data,
+    prefetch,
+    profiling,
+    resume,
+    sharding,
+    store_data,
+    tiny_data,
+)
 from distilface_jax.training.interrupts import StopSignals
 from distilface_jax.training.metrics import MetricsWriter, json_value, read_metrics, rewind_metrics
 from distilface_jax.training.optimizer import OptimizerSettings, make_optimizer
@@ -52,9 +62,11 @@ class Outcome:
     test_results: Optional[dict] = None
 
 
-def load_train_data(config: Config, tokenizer, workdir: str) -> data.TrainData:
+def load_train_data(config: Config, tokenizer, workdir: str) -> data.TrainData | store_data.StoreData:
     train_file = tiny_data.resolve_builtin(config.data.train_file, workdir, "corpus")
     cache_dir = config.data.cache_dir or run_folder.default_cache_dir(workdir)
+    if config.data.token_store or corpus.is_many(train_file):
+        return _load_store(config, tokenizer, train_file, cache_dir)
     loader = {"unsup": data.load_unsupervised, "sup": data.load_supervised}.get(config.data.format)
     if loader is None:
         raise ValueError(f"config.data.format must be 'unsup' or 'sup', got {config.data.format!r}")
@@ -65,6 +77,29 @@ def load_train_data(config: Config, tokenizer, workdir: str) -> data.TrainData:
         seed=config.seed,
         max_seq_length=config.data.max_seq_length,
         cache_dir=cache_dir,
+    )
+
+
+def _load_store(config, tokenizer, train_file: str, cache_dir) -> store_data.StoreData:
+    """The token store's data: this host tokenizes its share of the shards, reads its rows."""
+    if not cache_dir or run_folder.is_remote(cache_dir):
+        raise ValueError(
+            "the token store needs a local --config.data.cache_dir (a bucket workdir has no local cache; "
+            "put the store itself in the bucket with --config.data.store_dir=gs://...)"
+        )
+    return store_data.load_store_data(
+        train_file,
+        tokenizer,
+        fmt=config.data.format,
+        global_batch_size=config.batch_size,
+        seed=config.seed,
+        max_seq_length=config.data.max_seq_length,
+        cache_dir=cache_dir,
+        store_dir=config.data.store_dir,
+        num_workers=config.data.num_workers,
+        shard_bytes=config.data.store_shard_bytes,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
     )
 
 
@@ -176,13 +211,20 @@ def train_and_evaluate(config: Config, workdir: str, recipe: Optional[Recipe] = 
     pending: list[tuple[int, dict]] = []
     window_start, timed_steps = time.perf_counter(), 0
     outcome = Outcome(final_step=start)
+    batches = prefetch.Batches(
+        lambda s: train_data.batch(s, jax.process_index(), jax.process_count()),
+        start,
+        total_steps,
+        config.data.prefetch,
+    )
     try:
         for step in range(start, total_steps):
-            batch = sharding.global_batch(train_data.batch(step, jax.process_index(), jax.process_count()), mesh)
+            _, host_batch, wait_ms = batches.next()
+            batch = sharding.global_batch(host_batch, mesh)
             with profiler.step(step):
                 state, metrics = step_fn(state, batch)
             profiler.after_step(step, metrics)
-            pending.append((step + 1, metrics))
+            pending.append((step + 1, dict(metrics, data_wait_ms=wait_ms)))  # the host's wait for this batch
             done = step + 1
             timed_steps += 1
             progress.dispatched(done, metrics)
@@ -216,6 +258,8 @@ def train_and_evaluate(config: Config, workdir: str, recipe: Optional[Recipe] = 
                 outcome.preempted, outcome.interrupted = True, flag.interrupted
                 break
     finally:
+        batches.close()
+        _log_rows_read(train_data)
         profiler.stop()
         runs.wait()  # An async save of a good state in flight must finish, whatever happened.
         flag.restore()
@@ -298,6 +342,17 @@ def _final_test(evaluator, params, writer, workdir: str, step: int, evaluated_st
         )
         print(sts.format_table(results, title=f"STS test, {label} {evaluated_step}"), flush=True)
     return results
+
+
+def _log_rows_read(train_data) -> None:
+    """Each process names the rows it read from the token store (only its slice of each batch)."""
+    if isinstance(train_data, store_data.StoreData):
+        logger.info(
+            "token store: process %d read %d rows of %d",
+            jax.process_index(),
+            train_data.store.rows_read,
+            train_data.num_examples,
+        )
 
 
 def _preempted(flag: StopSignals, runs: checkpoint.RunCheckpoints, step: int) -> bool:

@@ -58,6 +58,11 @@ def base_config() -> ml_collections.ConfigDict:
     # False: the MLM decoder is a matrix of its own, as SimCSE's BertForCL; True: tied to the word
     # embeddings (what runs made before this key did; kept so they resume).
     config.loss.mlm_tie_decoder = False
+    # Matryoshka (training/matryoshka.py): the loss summed over these leading embedding dimensions,
+    # e.g. (384, 256, 128, 64), with optional weights (None: all 1); None = the plain loss. Both
+    # recipes (SimCSE's InfoNCE, distillation's MSE + InfoNCE).
+    config.loss.matryoshka_dims = ml_collections.config_dict.placeholder(tuple)
+    config.loss.matryoshka_weights = ml_collections.config_dict.placeholder(tuple)
 
     config.data = ml_collections.ConfigDict()
     config.data.train_file = "data/wiki1m_for_simcse.txt"

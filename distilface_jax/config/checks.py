@@ -13,6 +13,7 @@ from distilface_jax.cli.policy import UsageError
 from distilface_jax.config.base import BUILTIN_TINY
 from distilface_jax.evaluation import sts
 from distilface_jax.models.pooling import POOLERS
+from distilface_jax.training import matryoshka
 from distilface_jax.training.profiling import parse_window
 
 _READ_CHUNK = 1 << 20
@@ -52,6 +53,10 @@ def check_settings(config) -> None:
     need(config.data.format in ("unsup", "sup"), "data.format", "must be 'unsup' or 'sup'")
     need(config.model.pooler in POOLERS, "model.pooler", f"must be one of {', '.join(POOLERS)}")
     need(config.data.max_seq_length >= 2, "data.max_seq_length", "must be >= 2")
+    try:  # Positive and distinct here; against the embedding width once the model is known.
+        matryoshka.resolve(config.loss.get("matryoshka_dims"), config.loss.get("matryoshka_weights"))
+    except ValueError as error:
+        raise UsageError(f"--{error}") from None
     try:
         parse_window(config.profile_steps)
     except ValueError as error:

@@ -47,6 +47,8 @@ KEY_HELP = {
     "loss.mlm_weight": "weight of the MLM loss",
     "loss.mlm_tie_decoder": "MLM decoder tied to the word embeddings (False = untied, as SimCSE's BertForCL)",
     "loss.mlm_probability": "fraction of tokens masked for MLM",
+    "loss.matryoshka_dims": "Matryoshka: loss summed over these leading dims, e.g. (384,256,128,64) (None = plain)",
+    "loss.matryoshka_weights": "Matryoshka: one weight per dimension (None = all 1)",
     "data.train_file": "text file (one sentence per line), csv (sent0,sent1[,hard_neg]) or hub data set id",
     "data.format": "unsup (one sentence per line) or sup (csv sent0,sent1[,hard_neg])",
     "data.max_seq_length": "training sentences are truncated/padded to this many tokens",

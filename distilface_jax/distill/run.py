@@ -44,7 +44,7 @@ from distilface_jax.distill.step import (
 )
 from distilface_jax.models.config import EncoderConfig
 from distilface_jax.models.sentence_model import SentenceEncoder
-from distilface_jax.training import data, initial_model, tiny_data
+from distilface_jax.training import data, initial_model, matryoshka, tiny_data
 
 logger = logging.getLogger(__name__)
 
@@ -209,7 +209,12 @@ def prepare(config, workdir: str) -> Distiller:
         teacher_apply_mlp=teacher.apply_mlp,
         temperature=distill.temperature,
         contrastive_weight=distill.contrastive_weight,
+        matryoshka_dims=tuple(config.loss.get("matryoshka_dims") or ()),
+        matryoshka_weights=tuple(config.loss.get("matryoshka_weights") or ()),
     )
+    # A Matryoshka dimension wider than the embedding is named now, not when the step compiles.
+    width = teacher.width if PROJECTION in params else student_config.hidden_size
+    matryoshka.resolve(settings.matryoshka_dims, settings.matryoshka_weights, width)
     distiller = Distiller(teacher, settings, student_config, params, tokenizer)
     if jax.process_index() == 0:
         distiller.describe(workdir, keeps_projection(config))

@@ -29,7 +29,7 @@ from distilface_jax.distill import run as distill_run
 from distilface_jax.evaluation import sts
 from distilface_jax.evaluation.inference import PROJECTION, make_embed_fn
 from distilface_jax.models.sentence_model import SentenceEncoder
-from distilface_jax.training import checkpoint, data, initial_model, profiling, resume, sharding, tiny_data
+from distilface_jax.training import checkpoint, data, initial_model, matryoshka, profiling, resume, sharding, tiny_data
 from distilface_jax.training.grad_cache import make_grad_cache_fn
 from distilface_jax.training.interrupts import StopSignals
 from distilface_jax.training.metrics import MetricsWriter, json_value, read_metrics, rewind_metrics
@@ -312,7 +312,11 @@ def _build_step(config, encoder_config, tokenizer, mesh, optimizer, schedule, nu
         do_mlm=config.loss.do_mlm,
         mlm_weight=config.loss.mlm_weight,
         mlm_probability=config.loss.mlm_probability,
+        matryoshka_dims=tuple(config.loss.get("matryoshka_dims") or ()),
+        matryoshka_weights=tuple(config.loss.get("matryoshka_weights") or ()),
     )
+    # A Matryoshka dimension wider than the embedding is named now, not when the step compiles.
+    matryoshka.resolve(loss_config.matryoshka_dims, loss_config.matryoshka_weights, encoder_config.hidden_size)
     vocabulary = MlmVocabulary.of(tokenizer, encoder_config.vocab_size) if config.loss.do_mlm else None
     gradient_fn = None
     if config.grad_cache_chunk_size:

@@ -13,10 +13,19 @@ A single-process tool (on a pod, `launch/tpu_pod.sh` runs it on worker 0 with JA
 the folder appears whole or not at all. `--step best` exports the checkpoint with the highest
 STS-B dev score (WORKDIR/best/, what `launch/tpu_pod.sh` exports); a number, that step's
 checkpoint; no `--step`, the latest. Bad input: one line on stderr, exit 2.
+
+`--model FOLDER` re-exports any supported HF / sentence-transformers folder (its own pipeline,
+as `encode --model` reads it). `--format onnx` adds `onnx/model.onnx` (and with `--quantize int8`
+`onnx/model_qint8_dynamic.onnx`): a graph whose `sentence_embedding` output is the final
+embedding, pooling, heads, width map, `--dim` truncation and normalisation inside
+(interop/onnx_graph.py; docs/edge.md). `--dim D` keeps the first D coordinates (a Matryoshka
+model): written as sentence-transformers' `truncate_dim`, and in the graph truncated, then
+re-normalised when the model normalises.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -25,15 +34,28 @@ from distilface_jax import run_folder
 from distilface_jax.cli.model_arguments import STEP_HELP, make_parser
 from distilface_jax.cli.policy import UsageError, configure_output, run_main
 from distilface_jax.evaluation.inference import PROJECTION
+from distilface_jax.interop import onnx_export
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = make_parser("python -m distilface_jax.export", __doc__.split("\n")[0])
-    parser.add_argument("--workdir", required=True, help="the training run's folder")
-    parser.add_argument("--step", default=None, help=STEP_HELP.replace("with --workdir, which", "which"))
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--workdir", help="the training run's folder")
+    source.add_argument("--model", help="a local HF / sentence-transformers model folder to re-export")
+    parser.add_argument("--step", default=None, help=STEP_HELP)
     parser.add_argument("--out", required=True, help="output folder (must not exist, or be empty)")
     parser.add_argument("--normalize", action="store_true", help="append a Normalize module (unit-length output)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
+    parser.add_argument(
+        "--format",
+        choices=("hf", "onnx"),
+        default="hf",
+        help="hf: the HF + sentence-transformers folder; onnx: the same folder plus onnx/model.onnx",
+    )
+    parser.add_argument(
+        "--quantize", choices=onnx_export.QUANTIZATIONS, default=None, help="with --format onnx: also an int8 graph"
+    )
+    parser.add_argument("--dim", type=int, default=None, help="keep the first DIM embedding coordinates (Matryoshka)")
     args = parser.parse_args(argv)
     if argv is None:  # Run as the program: process-wide output settings (not when a test calls main).
         configure_output(args.verbosity)
@@ -52,33 +74,87 @@ def _check_out(out: str, overwrite: bool) -> None:
         raise UsageError(f"--out {out}: {parent} is a file, not a folder")
 
 
-def _export(args) -> int:
-    from distilface_jax import trained_model
-    from distilface_jax.interop import hf
+def _check_options(args) -> None:
+    """Flag combinations, checked before anything is read."""
+    if args.quantize and args.format != "onnx":
+        raise UsageError(f"--quantize {args.quantize} needs --format onnx")
+    if args.dim is not None and args.dim < 1:
+        raise UsageError(f"--dim must be >= 1, got {args.dim}")
+    if args.model and args.step is not None:
+        raise UsageError("--step goes with --workdir")
+    if args.format == "onnx":
+        try:
+            onnx_export.require("onnx")
+            if args.quantize:
+                onnx_export.require("onnxruntime")
+        except onnx_export.MissingDependency as error:
+            raise UsageError(str(error)) from None
 
-    _check_out(args.out, args.overwrite)
-    if not run_folder.is_remote(args.workdir) and not Path(args.workdir).is_dir():
-        raise UsageError(f"--workdir {args.workdir}: no such folder")
-    try:
+
+def _load(args):
+    """(model, pooler, apply_mlp, normalize, max_length) of --workdir or --model."""
+    from distilface_jax import trained_model
+
+    if args.workdir:
+        if not run_folder.is_remote(args.workdir) and not Path(args.workdir).is_dir():
+            raise UsageError(f"--workdir {args.workdir}: no such folder")
         model = trained_model.load_run_model(args.workdir, step=args.step)
+        return model, model.pooler, model.apply_mlp, model.normalize, model.max_length
+    from distilface_jax.cli.model_arguments import load_model
+    from distilface_jax.interop import st_folder
+
+    model, pooler, apply_mlp, normalizes = load_model(
+        argparse.Namespace(model=args.model, workdir=None, step=None, pooler=None)
+    )
+    return model, pooler, apply_mlp, normalizes, st_folder.read_max_seq_length(Path(model.source))
+
+
+def _export(args) -> int:
+    from distilface_jax.interop import hf, onnx_graph
+
+    _check_options(args)
+    _check_out(args.out, args.overwrite)
+    try:
+        model, pooler, apply_mlp, normalize, max_length = _load(args)
+        normalize = args.normalize or normalize
+        projection = model.params.get(PROJECTION)
+        width = model.config.hidden_size if projection is None else int(projection["kernel"].shape[1])
+        if args.dim is not None and args.dim > width:
+            raise UsageError(f"--dim {args.dim}: the model's embeddings have {width} dimensions")
+        head = onnx_graph.SentenceHead(pooler=pooler, apply_mlp=apply_mlp, normalize=normalize, dim=args.dim)
+        write_onnx = None
+        if args.format == "onnx":
+            write_onnx = lambda staging: onnx_export.write_onnx(
+                staging, model.config, model.params, head, projection=projection, quantize=args.quantize
+            )
         out = hf.save_pretrained(
             args.out,
             model.config,
             model.params,
             model.tokenizer,
-            pooler=model.pooler,
-            keep_mlp=model.apply_mlp,
-            normalize=args.normalize or model.normalize,
-            projection=model.params.get(PROJECTION),
-            max_seq_length=model.max_length,
+            pooler=pooler,
+            keep_mlp=apply_mlp,
+            normalize=normalize,
+            projection=projection,
+            max_seq_length=max_length,
             overwrite=args.overwrite,
+            truncate_dim=args.dim,
+            write_extra=write_onnx,
         )
     except (FileNotFoundError, FileExistsError, ValueError, KeyError) as error:
+        if isinstance(error, UsageError):
+            raise
         raise UsageError(str(error).strip("'\"")) from error
+    extras = [
+        "MLP head kept" if pooler == "cls" and apply_mlp else "",
+        "width map kept" if projection is not None else "",
+        f"first {args.dim} dimensions" if args.dim else "",
+        "onnx" + (f" + {args.quantize}" if args.quantize else "") if args.format == "onnx" else "",
+    ]
+    what = f"step {model.step} of {args.workdir}" if args.workdir else args.model
     print(
-        f"exported step {model.step} of {args.workdir} ({model.config.model_type}, pooler {model.pooler}"
-        f"{', MLP head kept' if model.pooler == 'cls' and model.apply_mlp else ''}"
-        f"{', width map kept' if PROJECTION in model.params else ''}) to {out}",
+        f"exported {what} ({model.config.model_type}, pooler {pooler}"
+        f"{''.join(', ' + e for e in extras if e)}) to {out}",
         file=sys.stderr,
     )
     return 0

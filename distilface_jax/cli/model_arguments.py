@@ -11,6 +11,8 @@ import dataclasses
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from distilface_jax import trained_model
 from distilface_jax.cli.policy import VERBOSITY_HELP, UsageError
 from distilface_jax.evaluation.inference import PROJECTION, make_embed_fn
@@ -65,6 +67,13 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-length", type=int, default=None, help="truncate to this many tokens (None: the model's own limit)"
     )
+    parser.add_argument(
+        "--dim",
+        type=int,
+        default=None,
+        help="keep the first DIM coordinates of each embedding (a Matryoshka model), re-normalised when the "
+        "model normalises (None: all)",
+    )
 
 
 def load_model(args: argparse.Namespace):
@@ -110,19 +119,41 @@ def build_embed_fn(args: argparse.Namespace, *, normalize: bool = False, progres
         raise UsageError(f"--max-length must be >= 2 (room for [CLS] and [SEP]), got {args.max_length}")
     if args.tokens_per_batch is not None and args.tokens_per_batch < 1:
         raise UsageError(f"--tokens-per-batch must be >= 1, got {args.tokens_per_batch}")
+    dim = getattr(args, "dim", None)
+    if dim is not None and dim < 1:
+        raise UsageError(f"--dim must be >= 1, got {dim}")
     model, pooler, apply_mlp, folder_normalizes = load_model(args)
+    normalize = normalize or folder_normalizes
+    width = np.shape(model.params[PROJECTION]["kernel"])[1] if PROJECTION in model.params else model.config.hidden_size
+    if dim is not None and dim > width:
+        raise UsageError(f"--dim {dim}: the model's embeddings have {width} dimensions")
     # Params carry a distilled student's width map only where it is part of the model.
     # A folder whose sentence-transformers pipeline normalises gets the same unit vectors here.
-    return make_embed_fn(
+    embed = make_embed_fn(
         model.config,
         model.params,
         model.tokenizer,
         pooler=pooler,
         batch_size=args.batch_size,
         max_length=args.max_length or getattr(model, "max_length", None),
-        normalize=normalize or folder_normalizes,
+        normalize=normalize and dim is None,
         progress=progress,
         apply_mlp=apply_mlp,
         tokens_per_batch=args.tokens_per_batch,
         project=PROJECTION in model.params,
     )
+    return embed if dim is None else truncated(embed, dim, normalize)
+
+
+def truncated(embed, dim: int, normalize: bool):
+    """`embed` keeping the first `dim` coordinates, then L2-normalised when `normalize` (the
+    ONNX graph's order: a Matryoshka prefix is re-normalised, not cut from a unit vector)."""
+
+    def embed_prefix(sentences):
+        embeddings = embed(sentences)[:, :dim]  # [N, dim]
+        if normalize:
+            embeddings = embeddings / np.maximum(np.linalg.norm(embeddings, axis=-1, keepdims=True), 1e-12)
+        return np.ascontiguousarray(embeddings, dtype=np.float32)
+
+    embed_prefix.__dict__.update(embed.__dict__)  # compiled_shapes, max_length, num_devices
+    return embed_prefix

@@ -13,7 +13,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import jax
 import numpy as np
@@ -278,9 +278,13 @@ def save_pretrained(
     max_seq_length: Optional[int] = None,
     overwrite: bool = False,
     projection: Optional[dict] = None,
+    truncate_dim: Optional[int] = None,
+    write_extra: Optional[Callable[[Path], Any]] = None,
 ) -> Path:
     """Writes a folder that `transformers.AutoModel` and `sentence_transformers.SentenceTransformer` load.
 
+    `truncate_dim`: sentence-transformers keeps the first D coordinates (a Matryoshka model).
+    `write_extra(folder)` adds files to the folder before it appears (e.g. the ONNX graphs).
     Atomic: everything is written to a temporary sibling, then renamed, so a failure leaves
     no half-written model behind.
     """
@@ -304,5 +308,8 @@ def save_pretrained(
             normalize=normalize,
             projection=projection,
             max_seq_length=max_seq_length or min(512, config.max_position_embeddings),
+            truncate_dim=truncate_dim,
         )
+        if write_extra is not None:
+            write_extra(staging)
     return Path(out_dir)

@@ -60,8 +60,11 @@ def write_sentence_transformers_files(
     normalize: bool,
     max_seq_length: int,
     projection: Optional[dict] = None,
+    truncate_dim: Optional[int] = None,
 ) -> None:
-    """`projection` ({"kernel" [D_s, D_t], "bias" [D_t]}): a linear Dense module after pooling
+    """`truncate_dim`: sentence-transformers keeps the first D coordinates of the embedding
+    (after Normalize, without re-normalising: cosines are the same as of re-normalised vectors).
+    `projection` ({"kernel" [D_s, D_t], "bias" [D_t]}): a linear Dense module after pooling
     (and after the MLP head), before Normalize, as the distilled student was trained."""
     if pooler not in ST_POOLING_MODE:
         raise ValueError(
@@ -109,7 +112,19 @@ def write_sentence_transformers_files(
         (folder / f"{index}_Normalize").mkdir()
     _write_json(folder / "modules.json", modules)
     _write_json(folder / "sentence_bert_config.json", {"max_seq_length": max_seq_length, "do_lower_case": False})
-    _write_json(folder / "config_sentence_transformers.json", {"similarity_fn_name": "cosine"})
+    model_config = {"similarity_fn_name": "cosine"}
+    if truncate_dim is not None:
+        model_config["truncate_dim"] = int(truncate_dim)
+    _write_json(folder / "config_sentence_transformers.json", model_config)
+
+
+def read_max_seq_length(folder: Path) -> Optional[int]:
+    """sentence_bert_config.json's max_seq_length (what sentence-transformers truncates to), if any."""
+    path = folder / "sentence_bert_config.json"
+    if not path.exists():
+        return None
+    value = json.loads(path.read_text()).get("max_seq_length")
+    return int(value) if value else None
 
 
 def _mlp_dense_path(folder: Path, hidden_size: int) -> Optional[str]:

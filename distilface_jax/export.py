@@ -106,7 +106,9 @@ def _load(args):
     model, pooler, apply_mlp, normalizes = load_model(
         argparse.Namespace(model=args.model, workdir=None, step=None, pooler=None)
     )
-    return model, pooler, apply_mlp, normalizes, st_folder.read_max_seq_length(Path(model.source))
+    folder = Path(model.source)
+    args.dim = args.dim or st_folder.read_truncate_dim(folder)  # A re-export keeps the folder's width.
+    return model, pooler, apply_mlp, normalizes, st_folder.read_max_seq_length(folder)
 
 
 def _export(args) -> int:

@@ -124,6 +124,8 @@ def build_embed_fn(args: argparse.Namespace, *, normalize: bool = False, progres
         raise UsageError(f"--dim must be >= 1, got {dim}")
     model, pooler, apply_mlp, folder_normalizes = load_model(args)
     normalize = normalize or folder_normalizes
+    if dim is None and args.model:  # A folder exported with --dim keeps that width, as in sentence-transformers.
+        dim = st_folder.read_truncate_dim(Path(model.source))
     width = np.shape(model.params[PROJECTION]["kernel"])[1] if PROJECTION in model.params else model.config.hidden_size
     if dim is not None and dim > width:
         raise UsageError(f"--dim {dim}: the model's embeddings have {width} dimensions")

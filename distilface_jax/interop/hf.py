@@ -266,6 +266,15 @@ def to_hf_state_dict(config: EncoderConfig, params: dict) -> dict[str, np.ndarra
     }
 
 
+def _without_token_types(tokenizer_config: Path) -> None:
+    """A DistilBERT folder's tokenizer returns only what DistilBertModel.forward takes, as HF's own
+    DistilBertTokenizer declares: a BERT tokenizer (e.g. a student cut from a BERT teacher's) would
+    also return token_type_ids, which sentence-transformers 5.x passes on and DistilBERT refuses."""
+    settings = json.loads(tokenizer_config.read_text())
+    settings["model_input_names"] = ["input_ids", "attention_mask"]
+    tokenizer_config.write_text(json.dumps(settings, indent=2, ensure_ascii=False) + "\n")
+
+
 def save_pretrained(
     out_dir: str | os.PathLike,
     config: EncoderConfig,
@@ -299,6 +308,8 @@ def save_pretrained(
         (staging / "config.json").write_text(json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
         save_file(to_hf_state_dict(config, params), str(staging / "model.safetensors"), metadata={"format": "pt"})
         tokenizer.save_pretrained(str(staging))
+        if config.model_type == "distilbert":
+            _without_token_types(staging / "tokenizer_config.json")
         st_folder.write_sentence_transformers_files(
             staging,
             config,

@@ -127,6 +127,15 @@ def read_max_seq_length(folder: Path) -> Optional[int]:
     return int(value) if value else None
 
 
+def read_truncate_dim(folder: Path) -> Optional[int]:
+    """config_sentence_transformers.json's truncate_dim (a Matryoshka model's kept width), if any."""
+    path = folder / "config_sentence_transformers.json"
+    if not path.exists():
+        return None
+    value = json.loads(path.read_text()).get("truncate_dim")
+    return int(value) if value else None
+
+
 def _mlp_dense_path(folder: Path, hidden_size: int) -> Optional[str]:
     """The folder of a Dense(H→H, tanh) module right after CLS pooling (SimCSE's MLP head), from
     the module configs alone; None when there is none."""

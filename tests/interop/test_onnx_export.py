@@ -126,7 +126,7 @@ def test_exported_folder_loads_in_sentence_transformers_onnx_backend(tiny_bert_d
     `sentence_embedding`."""
     from sentence_transformers import SentenceTransformer
 
-    from distilface_jax import export
+    from distilface_jax import encode, export
 
     out = tmp_path / "onnx_model"
     assert export.main(["--model", str(tiny_bert_dir), "--out", str(out), "--format", "onnx", "--normalize"]) == 0
@@ -145,6 +145,11 @@ def test_exported_folder_loads_in_sentence_transformers_onnx_backend(tiny_bert_d
         # sentence-transformers cuts its unit vectors (truncate_dim); the graph re-normalises the cut.
         for theirs in (backend, pytorch):
             np.testing.assert_allclose(embedding, theirs / np.linalg.norm(theirs, axis=1, keepdims=True), atol=1e-5)
+        # `encode --model` reads the folder's truncate_dim and re-normalises the cut, as the graph does.
+        (tmp_path / "in.txt").write_text("\n".join(SENTENCES) + "\n")
+        encoded = tmp_path / f"{folder.name}.npy"
+        assert encode.main(["--model", str(folder), "--input", str(tmp_path / "in.txt"), "--output", str(encoded)]) == 0
+        np.testing.assert_allclose(np.load(encoded), embedding, atol=1e-5)
 
 
 @pytest.mark.parametrize(

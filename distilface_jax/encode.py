@@ -3,7 +3,7 @@
 Row i of the output embeds line i of the input (blank lines included, so rows stay aligned).
 Usage:
     python -m distilface_jax.encode --model NAME_OR_DIR --input sentences.txt --output emb.npy \
-        [--pooler avg] [--batch-size 128] [--max-length N] [--normalize]
+        [--pooler avg] [--batch-size 128] [--max-length N] [--normalize] [--dim D]
     python -m distilface_jax.encode --workdir RUN_DIR [--step N|best] --input ... --output ...
 
 --step best is the run's checkpoint with the highest STS-B dev score (WORKDIR/best/); a number

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import json
 import os
 import sys
 from pathlib import Path
@@ -118,6 +119,10 @@ def save_tiny_hf_model(
                 parameter.add_(0.02 * torch.randn_like(parameter))
     model.save_pretrained(str(folder))
     tokenizer.save_pretrained(str(folder))
+    if model_type == "distilbert":  # As HF's DistilBertTokenizer declares: DistilBertModel takes no token types.
+        settings = json.loads((folder / "tokenizer_config.json").read_text())
+        settings["model_input_names"] = ["input_ids", "attention_mask"]
+        (folder / "tokenizer_config.json").write_text(json.dumps(settings, indent=2))
     return folder
 
 

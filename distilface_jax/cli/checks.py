@@ -17,7 +17,7 @@ from distilface_jax.config import keys
 from distilface_jax.config.base import BUILTIN_TINY
 from distilface_jax.config.keys import Config
 from distilface_jax.evaluation import sts
-from distilface_jax.training import corpus
+from distilface_jax.training import corpus, matryoshka
 
 _READ_CHUNK = 1 << 20
 
@@ -41,6 +41,10 @@ def _parents(path: str) -> list[str]:
 
 def check_settings(config: Config) -> None:
     """Values that are wrong whatever the data (each key's declared check): named by their key."""
+    try:  # Positive and distinct here; against the embedding width once the model is known.
+        matryoshka.resolve(config.loss.get("matryoshka_dims"), config.loss.get("matryoshka_weights"))
+    except ValueError as error:
+        raise UsageError(f"--{error}") from None
     try:
         keys.check_values(config)
     except keys.ConfigValueError as error:

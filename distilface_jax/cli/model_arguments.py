@@ -64,11 +64,19 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-length", type=int, default=None, help="truncate to this many tokens (None: the model's own limit)"
     )
+    parser.add_argument(
+        "--dim",
+        type=int,
+        default=None,
+        help="keep the first DIM coordinates of each embedding (a Matryoshka model), re-normalised when the "
+        "model normalises (None: all)",
+    )
 
 
-def load_model(args: argparse.Namespace) -> tuple[SentencePipeline, dict]:
+def load_model(args: argparse.Namespace, *, folder_truncation: bool = False) -> tuple[SentencePipeline, dict]:
     """(pipeline, params) of the model the arguments name, with the arguments' overrides:
-    --pooler replaces the model's pooling, --max-length its truncation."""
+    --pooler replaces the model's pooling, --max-length its truncation. `folder_truncation`:
+    a --model folder keeps its own max_seq_length (export re-writes the folder as it is)."""
     if args.workdir:
         try:
             model = trained_model.load_run_model(args.workdir, step=args.step)
@@ -90,8 +98,9 @@ def load_model(args: argparse.Namespace) -> tuple[SentencePipeline, dict]:
     except (hf.ModelLoadError, OSError, ValueError) as error:
         raise UsageError(f"cannot load model: {error}") from error
     params = model.params if width_map is None else {**model.params, PROJECTION: width_map}
-    # Truncation: --max-length, else the model's own limit (the folder's max_seq_length is not read here).
-    return pipeline.replace(max_length=args.max_length), params
+    # Truncation: --max-length, else the model's own limit (the folder's max_seq_length is read only
+    # with `folder_truncation`).
+    return pipeline.replace(max_length=args.max_length or (pipeline.max_length if folder_truncation else None)), params
 
 
 def build_embed_fn(args: argparse.Namespace, *, normalize: bool = False, progress: bool = False):
@@ -103,9 +112,17 @@ def build_embed_fn(args: argparse.Namespace, *, normalize: bool = False, progres
         raise UsageError(f"--max-length must be >= 2 (room for [CLS] and [SEP]), got {args.max_length}")
     if args.tokens_per_batch is not None and args.tokens_per_batch < 1:
         raise UsageError(f"--tokens-per-batch must be >= 1, got {args.tokens_per_batch}")
+    dim = getattr(args, "dim", None)
+    if dim is not None and dim < 1:
+        raise UsageError(f"--dim must be >= 1, got {dim}")
     pipeline, params = load_model(args)
     if normalize:
         pipeline = pipeline.replace(normalize=True)
+    if dim is not None:  # A Matryoshka prefix, re-normalised when the pipeline normalises (as the ONNX graph).
+        full = pipeline.width_map or pipeline.encoder.hidden_size
+        if dim > full:
+            raise UsageError(f"--dim {dim}: the model's embeddings have {full} dimensions")
+        pipeline = pipeline.replace(output_dim=dim)
     return make_embed_fn(
         pipeline, params, batch_size=args.batch_size, progress=progress, tokens_per_batch=args.tokens_per_batch
     )

@@ -155,6 +155,17 @@ KEYS: tuple[Key, ...] = (
         False,
         "MLM decoder tied to the word embeddings (False = untied, as SimCSE's BertForCL)",
     ),
+    # Matryoshka (training/matryoshka.py): the loss summed over these leading embedding dimensions,
+    # e.g. (384, 256, 128, 64), with optional weights (None: all 1); None = the plain loss. Both
+    # recipes (SimCSE's InfoNCE, distillation's MSE + InfoNCE). Checked in cli/checks.py (against
+    # the embedding width once the model is known, in the recipe).
+    Key(
+        "loss.matryoshka_dims",
+        None,
+        "Matryoshka: loss summed over these leading dims, e.g. (384,256,128,64) (None = plain)",
+        kind=tuple,
+    ),
+    Key("loss.matryoshka_weights", None, "Matryoshka: one weight per dimension (None = all 1)", kind=tuple),
     Key(
         "data.train_file",
         "data/wiki1m_for_simcse.txt",

@@ -12,6 +12,11 @@ L_con is InfoNCE with the student's embedding as the anchor and every teacher em
 global batch as a candidate (`losses.simcse_loss_local` with z1 = s, z2 = t). The teacher is
 a constant: no gradient reaches it.
 
+Matryoshka (`training/matryoshka.py`, `config.loss.matryoshka_dims`): L is summed over the
+leading dimensions d_m with weights w_m, student and teacher embeddings truncated alike
+(sentence-transformers' MatryoshkaLoss around MSELoss truncates the labels the same way):
+    L = Σ_m w_m · (L_mse + w · L_con)(s[:, :d_m], t[:, :d_m])
+
 Sharding: every term is a sum over anchors, so each device sums its local rows (against the
 all-gathered teacher embeddings for L_con), the sums are psum-ed, and `finalize` divides by
 the global counts. The result is the loss of the global batch, whatever the device count.
@@ -22,7 +27,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from distilface_jax.training import losses
+from distilface_jax.training import losses, matryoshka
 
 Array = jax.Array
 
@@ -76,11 +81,61 @@ def finalize(sums: dict[str, Array], contrastive_weight: float = 0.0) -> tuple[A
     return loss, metrics
 
 
+def matryoshka_sums(
+    s_local: Array,
+    t_local: Array,
+    t_global: Array | None,
+    dims: tuple,
+    *,
+    anchor_offset: int | Array = 0,
+    temperature: float = 0.05,
+    contrastive_weight: float = 0.0,
+) -> list[dict[str, Array]]:
+    """`distill_sums` of the first d coordinates of s and t, one dict per dimension d in `dims`
+    (`matryoshka.resolve`: (None,) is the full width alone)."""
+    return [
+        distill_sums(
+            matryoshka.truncate(s_local, dim),
+            matryoshka.truncate(t_local, dim),
+            matryoshka.truncate(t_global, dim),
+            anchor_offset=anchor_offset,
+            temperature=temperature,
+            contrastive_weight=contrastive_weight,
+        )
+        for dim in dims
+    ]
+
+
+def finalize_matryoshka(
+    per_dim: list[dict[str, Array]], dims: tuple, weights: tuple, contrastive_weight: float = 0.0
+) -> tuple[Array, dict[str, Array]]:
+    """(Σ_m w_m L_m, metrics) from (psum-ed) per-dimension sums; metrics other than the loss are
+    the first dimension's."""
+    finalized = [finalize(sums, contrastive_weight) for sums in per_dim]
+    term_losses = [loss for loss, _ in finalized]
+    loss = matryoshka.weighted_total(term_losses, weights)
+    metrics = dict(finalized[0][1])
+    metrics.update(matryoshka.term_metrics(dims, term_losses), loss=loss)
+    return loss, metrics
+
+
 def distill_loss(
-    s: Array, t: Array, *, temperature: float = 0.05, contrastive_weight: float = 0.0
+    s: Array,
+    t: Array,
+    *,
+    temperature: float = 0.05,
+    contrastive_weight: float = 0.0,
+    matryoshka_dims: tuple = (),
+    matryoshka_weights: tuple = (),
 ) -> tuple[Array, dict[str, Array]]:
     """The loss of a whole batch on one device: s, t [B, D]."""
-    sums = distill_sums(
-        s, t, t if contrastive_weight else None, temperature=temperature, contrastive_weight=contrastive_weight
+    dims, weights = matryoshka.resolve(matryoshka_dims, matryoshka_weights, s.shape[-1])
+    per_dim = matryoshka_sums(
+        s,
+        t,
+        t if contrastive_weight else None,
+        dims,
+        temperature=temperature,
+        contrastive_weight=contrastive_weight,
     )
-    return finalize(sums, contrastive_weight)
+    return finalize_matryoshka(per_dim, dims, weights, contrastive_weight)

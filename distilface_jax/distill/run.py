@@ -43,7 +43,7 @@ from distilface_jax.distill.step import (
 )
 from distilface_jax.models.config import EncoderConfig
 from distilface_jax.models.sentence_pipeline import PROJECTION, SentencePipeline
-from distilface_jax.training import data, initial_model, store_data, tiny_data
+from distilface_jax.training import data, initial_model, matryoshka, store_data, tiny_data
 from distilface_jax.training.initial_model import InitialModel
 from distilface_jax.training.recipe import Recipe, Step
 
@@ -193,7 +193,12 @@ def prepare(config: Config, workdir: str) -> Distiller:
         teacher=teacher.pipeline,
         temperature=distill.temperature,
         contrastive_weight=distill.contrastive_weight,
+        matryoshka_dims=tuple(config.loss.get("matryoshka_dims") or ()),
+        matryoshka_weights=tuple(config.loss.get("matryoshka_weights") or ()),
     )
+    # A Matryoshka dimension wider than the embedding is named now, not when the step compiles.
+    width = teacher.width if PROJECTION in params else student_config.hidden_size
+    matryoshka.resolve(settings.matryoshka_dims, settings.matryoshka_weights, width)
     distiller = Distiller(teacher, settings, student_config, params, tokenizer)
     logger.info(
         "student: %d layers, %d parameters; teacher %s: %d layers, pooler %s%s",

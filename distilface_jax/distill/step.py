@@ -21,7 +21,7 @@ from distilface_jax.distill import objective
 from distilface_jax.models import sentence_pipeline
 from distilface_jax.models.sentence_model import SentenceEncoder
 from distilface_jax.models.sentence_pipeline import SentencePipeline
-from distilface_jax.training import step as train_step
+from distilface_jax.training import matryoshka, step as train_step
 from distilface_jax.training.keys import example_keys
 from distilface_jax.training.objective import LossConfig
 from distilface_jax.training.sharding import DATA_AXIS, batch_sharded, replicated
@@ -41,6 +41,8 @@ class DistillSettings:
     teacher: Optional[SentencePipeline] = None
     temperature: float = 0.05
     contrastive_weight: float = 0.0
+    matryoshka_dims: tuple = ()  # config.loss.matryoshka_dims (training/matryoshka.py); () = plain
+    matryoshka_weights: tuple = ()
 
 
 def _rows(batch: dict, prefix: str = "") -> dict:
@@ -87,15 +89,19 @@ def distill_value_and_grad(
         else:
             t = teacher_embeddings(teacher, teacher_params, _rows(local_batch, TEACHER_PREFIX), settings)
         t_global = jax.lax.all_gather(t, DATA_AXIS, tiled=True) if settings.contrastive_weight else None
-        sums = objective.distill_sums(
+        dims, weights = matryoshka.resolve(settings.matryoshka_dims, settings.matryoshka_weights, s.shape[-1])
+        per_dim = objective.matryoshka_sums(
             s,
             t,
             t_global,
+            dims,
             anchor_offset=first_index,
             temperature=settings.temperature,
             contrastive_weight=settings.contrastive_weight,
         )
-        return objective.finalize(jax.lax.psum(sums, DATA_AXIS), settings.contrastive_weight)
+        return objective.finalize_matryoshka(
+            jax.lax.psum(per_dim, DATA_AXIS), dims, weights, settings.contrastive_weight
+        )
 
     def loss_fn(params):
         return jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(DATA_AXIS), P(), P()), out_specs=(P(), P()))(

@@ -13,7 +13,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Optional
 
 import jax
 import numpy as np
@@ -267,13 +267,28 @@ def to_hf_state_dict(config: EncoderConfig, params: dict) -> dict[str, np.ndarra
     }
 
 
+def _without_token_types(tokenizer_config: Path) -> None:
+    """A DistilBERT folder's tokenizer returns only what DistilBertModel.forward takes, as HF's own
+    DistilBertTokenizer declares: a BERT tokenizer (e.g. a student cut from a BERT teacher's) would
+    also return token_type_ids, which sentence-transformers 5.x passes on and DistilBERT refuses."""
+    settings = json.loads(tokenizer_config.read_text())
+    settings["model_input_names"] = ["input_ids", "attention_mask"]
+    tokenizer_config.write_text(json.dumps(settings, indent=2, ensure_ascii=False) + "\n")
+
+
 def save_pretrained(
-    out_dir: str | os.PathLike, pipeline: SentencePipeline, params: dict, *, overwrite: bool = False
+    out_dir: str | os.PathLike,
+    pipeline: SentencePipeline,
+    params: dict,
+    *,
+    overwrite: bool = False,
+    write_extra: Optional[Callable[[Path], Any]] = None,
 ) -> Path:
     """Writes a folder that `transformers.AutoModel` and `sentence_transformers.SentenceTransformer`
     load: the encoder and tokenizer as HF files, the rest of `pipeline` as sentence-transformers
     modules (`st_folder.save`).
 
+    `write_extra(folder)` adds files to the folder before it appears (e.g. the ONNX graphs).
     Atomic: everything is written to a temporary sibling, then renamed, so a failure leaves
     no half-written model behind.
     """
@@ -289,5 +304,9 @@ def save_pretrained(
         (staging / "config.json").write_text(json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
         save_file(to_hf_state_dict(config, params), str(staging / "model.safetensors"), metadata={"format": "pt"})
         pipeline.tokenizer.save_pretrained(str(staging))
+        if pipeline.encoder.model_type == "distilbert":
+            _without_token_types(staging / "tokenizer_config.json")
         st_folder.save(staging, pipeline, params)
+        if write_extra is not None:
+            write_extra(staging)
     return Path(out_dir)

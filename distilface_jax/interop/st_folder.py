@@ -57,13 +57,12 @@ def save(folder: Path, pipeline: SentencePipeline, params: dict) -> None:
     """The sentence-transformers modules of `pipeline` (beside the HF files `hf.save_pretrained`
     writes): Pooling, the MLP head as Dense(tanh) when it is applied, the width map
     (`params["projection"]`, {"kernel" [D_s, D_t], "bias" [D_t]}) as a linear Dense, Normalize;
-    max_seq_length is the pipeline's truncation (default: the model's limit, at most 512)."""
+    max_seq_length is the pipeline's truncation (default: the model's limit, at most 512).
+    `output_dim` (Matryoshka) becomes `truncate_dim`: sentence-transformers keeps the first D
+    coordinates (after Normalize, without re-normalising: the cosines are those of re-normalised
+    vectors)."""
     pipeline.check_params(params)
     config, pooler = pipeline.encoder, pipeline.pooler
-    if pipeline.output_dim is not None:
-        raise ValueError(
-            f"output_dim {pipeline.output_dim}: a truncated embedding is not written as sentence-transformers modules"
-        )
     if pooler not in ST_POOLING_MODE:
         raise ValueError(
             f"pooler {pooler!r} cannot be expressed with sentence-transformers modules; "
@@ -111,7 +110,19 @@ def save(folder: Path, pipeline: SentencePipeline, params: dict) -> None:
     _write_json(folder / "modules.json", modules)
     max_seq_length = pipeline.max_length or min(512, config.max_position_embeddings)
     _write_json(folder / "sentence_bert_config.json", {"max_seq_length": max_seq_length, "do_lower_case": False})
-    _write_json(folder / "config_sentence_transformers.json", {"similarity_fn_name": "cosine"})
+    model_config = {"similarity_fn_name": "cosine"}
+    if pipeline.output_dim is not None:
+        model_config["truncate_dim"] = int(pipeline.output_dim)
+    _write_json(folder / "config_sentence_transformers.json", model_config)
+
+
+def read_truncate_dim(folder: Path) -> Optional[int]:
+    """config_sentence_transformers.json's truncate_dim (a Matryoshka model's kept width), if any."""
+    path = folder / "config_sentence_transformers.json"
+    if not path.exists():
+        return None
+    value = json.loads(path.read_text()).get("truncate_dim")
+    return int(value) if value else None
 
 
 def _mlp_dense_path(folder: Path, hidden_size: int) -> Optional[str]:
@@ -275,6 +286,7 @@ def load(
         pooler=pooler,
         apply_mlp=apply_mlp,
         width_map=None if width_map is None else int(width_map["kernel"].shape[1]),
+        output_dim=read_truncate_dim(folder),
         normalize=normalizes(folder),
         max_length=_max_seq_length(folder),
     )

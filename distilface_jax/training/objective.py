@@ -23,7 +23,7 @@ from jax.sharding import Mesh, PartitionSpec as P
 from distilface_jax.models import sentence_pipeline
 from distilface_jax.models.sentence_model import SentenceEncoder
 from distilface_jax.models.sentence_pipeline import SentencePipeline
-from distilface_jax.training import losses
+from distilface_jax.training import losses, matryoshka
 from distilface_jax.training.keys import example_keys
 from distilface_jax.training.sharding import DATA_AXIS
 
@@ -39,6 +39,9 @@ class LossConfig:
     do_mlm: bool = False
     mlm_weight: float = 0.1
     mlm_probability: float = 0.15
+    # Matryoshka (`matryoshka.py`): the loss summed over these leading dimensions; () = plain.
+    matryoshka_dims: tuple[int, ...] = ()
+    matryoshka_weights: tuple[float, ...] = ()  # () = all 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,19 +116,24 @@ def device_embeddings(
     return z.reshape(count, num_views, -1)
 
 
-def contrastive_sums(z_local: jax.Array, first_index, loss_config: LossConfig) -> dict:
-    """Psum-ed SimCSE sums for local anchors z_local[:, 0] vs all devices' candidates."""
+def contrastive_sums(z_local: jax.Array, first_index, loss_config: LossConfig) -> list[dict]:
+    """Psum-ed SimCSE sums for local anchors z_local[:, 0] vs all devices' candidates: one dict
+    per Matryoshka dimension (one dict, the full width, without them)."""
     candidates = jax.lax.all_gather(z_local[:, 1:], DATA_AXIS, tiled=True)  # [B, V-1, H]
     hard_negatives = candidates[:, 1] if candidates.shape[1] > 1 else None
-    _, sums = losses.simcse_loss_local(
-        z_local[:, 0],
-        candidates[:, 0],
-        hard_negatives,
-        anchor_offset=first_index,
-        temperature=loss_config.temperature,
-        hard_negative_weight=loss_config.hard_negative_weight,
-    )
-    return jax.lax.psum(sums, DATA_AXIS)
+    dims, _ = matryoshka.resolve(loss_config.matryoshka_dims, loss_config.matryoshka_weights, z_local.shape[-1])
+    per_dim = []
+    for dim in dims:  # Each term is InfoNCE of the first `dim` coordinates (cosine re-normalises them).
+        _, sums = losses.simcse_loss_local(
+            matryoshka.truncate(z_local[:, 0], dim),
+            matryoshka.truncate(candidates[:, 0], dim),
+            matryoshka.truncate(hard_negatives, dim),
+            anchor_offset=first_index,
+            temperature=loss_config.temperature,
+            hard_negative_weight=loss_config.hard_negative_weight,
+        )
+        per_dim.append(sums)
+    return jax.lax.psum(per_dim, DATA_AXIS)
 
 
 def mlm_inputs(
@@ -173,9 +181,15 @@ def device_mlm_sums(
     return jax.lax.psum(losses.mlm_loss_sums(logits, labels), DATA_AXIS)
 
 
-def combine(contrastive: dict, mlm: Optional[dict], loss_config: LossConfig) -> tuple[jax.Array, dict]:
-    metrics = losses.finalize_metrics(contrastive)
-    loss = metrics["loss"]
+def combine(contrastive: list[dict], mlm: Optional[dict], loss_config: LossConfig) -> tuple[jax.Array, dict]:
+    """(loss, metrics) from psum-ed sums. Accuracy and cosines are the first Matryoshka
+    dimension's (the full width without them); the loss is the weighted sum over dimensions."""
+    dims, weights = matryoshka.resolve(loss_config.matryoshka_dims, loss_config.matryoshka_weights)
+    per_dim = [losses.finalize_metrics(sums) for sums in contrastive]
+    metrics = dict(per_dim[0])
+    term_losses = [m["loss"] for m in per_dim]
+    loss = matryoshka.weighted_total(term_losses, weights)
+    metrics.update(matryoshka.term_metrics(dims, term_losses), loss=loss)
     if mlm is not None:
         mlm_loss = mlm["loss_sum"] / jnp.maximum(mlm["num_tokens"], 1.0)
         metrics.update(

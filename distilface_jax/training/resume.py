@@ -101,6 +101,7 @@ def with_legacy_keys(saved: dict, current: dict, checkpoint_has_mlp: bool) -> di
       loss.mlm_tie_decoder: that code tied the MLM decoder to the word embeddings (True); with
         no MLM loss there is no decoder, and the current value is taken.
       distill.keep_projection: that code always dropped a student's width map (False).
+      loss.matryoshka_dims, loss.matryoshka_weights: that code trained the plain loss (None).
     A pooler other than 'cls' never applies the MLP in training, so there the current value is
     taken too. Keys already present are left as they are.
     """
@@ -113,6 +114,8 @@ def with_legacy_keys(saved: dict, current: dict, checkpoint_has_mlp: bool) -> di
         )
     if "mlm_tie_decoder" not in loss:
         loss["mlm_tie_decoder"] = True if loss.get("do_mlm") else current["loss"]["mlm_tie_decoder"]
+    for key in ("matryoshka_dims", "matryoshka_weights"):
+        loss.setdefault(key, None)  # That code had no Matryoshka term: the plain loss.
     if "distill" in filled and "keep_projection" not in filled["distill"]:
         filled["distill"]["keep_projection"] = False  # That code dropped the width map at export.
     return filled

@@ -15,7 +15,7 @@ from distilface_jax import run_record
 from distilface_jax.config.keys import Config
 from distilface_jax.models.sentence_model import SentenceEncoder
 from distilface_jax.models.sentence_pipeline import SentencePipeline
-from distilface_jax.training import initial_model
+from distilface_jax.training import initial_model, matryoshka
 from distilface_jax.training.data import TrainData
 from distilface_jax.training.grad_cache import make_grad_cache_fn
 from distilface_jax.training.initial_model import InitialModel
@@ -64,7 +64,11 @@ def build_step(config: Config, encoder_config, tokenizer, mesh, optimizer, sched
         do_mlm=config.loss.do_mlm,
         mlm_weight=config.loss.mlm_weight,
         mlm_probability=config.loss.mlm_probability,
+        matryoshka_dims=tuple(config.loss.get("matryoshka_dims") or ()),
+        matryoshka_weights=tuple(config.loss.get("matryoshka_weights") or ()),
     )
+    # A Matryoshka dimension wider than the embedding is named now, not when the step compiles.
+    matryoshka.resolve(loss_config.matryoshka_dims, loss_config.matryoshka_weights, encoder_config.hidden_size)
     vocabulary = MlmVocabulary.of(tokenizer, encoder_config.vocab_size) if config.loss.do_mlm else None
     gradient_fn = None
     if config.grad_cache_chunk_size:

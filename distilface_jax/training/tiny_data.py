@@ -353,8 +353,11 @@ def load_tiny_tokenizer(vocab_file: str):
 
     with open(vocab_file, encoding="utf-8") as f:
         size = sum(1 for _ in f)
-    tokenizer = BertTokenizerFast(vocab=vocab_file)
-    if len(tokenizer) != size:
+    try:
+        tokenizer = BertTokenizerFast(vocab=vocab_file)
+    except TypeError:  # transformers 4.x: `vocab=` reaches the slow tokenizer, whose vocab_file is None.
+        tokenizer = None
+    if tokenizer is None or len(tokenizer) != size:
         tokenizer = BertTokenizerFast(vocab_file=vocab_file)
     if len(tokenizer) != size:
         raise RuntimeError(f"tokenizer from {vocab_file} has {len(tokenizer)} tokens, the file {size}")

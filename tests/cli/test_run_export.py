@@ -144,3 +144,35 @@ def test_export_errors_are_one_line(run_dir, tmp_path):
     )
     assert result.returncode == 2 and "no checkpoint at step 7" in result.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_onnx_export_of_a_run_equals_encode_and_loads_in_sentence_transformers_onnx_backend(run_dir, tmp_path):
+    """`export --workdir --format onnx --quantize int8 --dim`: the graph's `sentence_embedding` is
+    what `encode --workdir --dim` gives (the run's pooler and, when kept, its MLP head), and
+    sentence-transformers' ONNX backend, which pools `last_hidden_state` itself, agrees."""
+    import onnxruntime as ort
+    from sentence_transformers import SentenceTransformer
+
+    from distilface_jax import encode, export
+
+    workdir, _ = run_dir
+    out, embeddings = tmp_path / "onnx", tmp_path / "encode.npy"
+    (tmp_path / "in.txt").write_text("\n".join(SENTENCES) + "\n")
+    common = ["--workdir", str(workdir), "--step", "best", "--dim", "20"]
+    assert export.main([*common, "--out", str(out), "--format", "onnx", "--quantize", "int8"]) == 0
+    assert encode.main([*common, "--input", str(tmp_path / "in.txt"), "--output", str(embeddings)]) == 0
+    expected = np.load(embeddings)
+    tokens = transformers.AutoTokenizer.from_pretrained(str(out))(SENTENCES, padding=True, return_tensors="np")
+    inputs = {"input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"]}
+    fp32, int8 = (
+        ort.InferenceSession(str(out / "onnx" / name), providers=["CPUExecutionProvider"]).run(
+            ["sentence_embedding"], inputs
+        )[0]
+        for name in ("model.onnx", "model_qint8_dynamic.onnx")
+    )
+    assert expected.shape == fp32.shape == (len(SENTENCES), 20)
+    np.testing.assert_allclose(fp32, expected, atol=1e-5, rtol=0)
+    backend = SentenceTransformer(str(out), backend="onnx", device="cpu").encode(SENTENCES)
+    np.testing.assert_allclose(backend, expected, atol=1e-5, rtol=0)  # No Normalize here: a plain cut.
+    cosine = np.sum(int8 * fp32, axis=1) / np.linalg.norm(int8, axis=1) / np.linalg.norm(fp32, axis=1)
+    assert cosine.min() >= 0.99

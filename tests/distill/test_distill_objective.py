@@ -4,6 +4,8 @@ numpy loss (value, and gradient by central differences), an unsharded jax.grad s
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -205,3 +207,48 @@ def test_dropout_on_eight_devices_equals_one_device():
     assert_trees_close(eight_params, one_params)
     _, no_dropout = run_steps(batch, 8, steps=1)
     assert abs(no_dropout[0]["loss"] - one[0]["loss"]) > 1e-6  # Dropout really was on.
+
+
+def test_distill_matryoshka_step_on_eight_devices_equals_the_unsharded_one_device_reference():
+    """config.loss.matryoshka_dims in distillation: the step sums MSE + InfoNCE of the truncated
+    (projected, normalised) student and teacher embeddings over the global batch."""
+    batch = {k: v for k, v in make_batch().items() if not k.startswith("teacher_") or k == "teacher_embedding"}
+    dims, weights = (24, 12, 5), (1.0, 1.0, 3.0)  # The projected width is 24.
+    matryoshka_settings = dataclasses.replace(settings(), matryoshka_dims=dims, matryoshka_weights=weights)
+    model = SentenceEncoder(STUDENT, pooler="avg")
+
+    def reference_loss(params):
+        encoder = {k: v for k, v in params.items() if k != "projection"}
+        s = model.apply(
+            {"params": encoder}, batch["input_ids"][:, 0], batch["attention_mask"][:, 0], batch["token_type_ids"][:, 0]
+        )
+        s = losses.l2_normalize(s @ params["projection"]["kernel"] + params["projection"]["bias"])
+        t = batch["teacher_embedding"]
+        return sum(
+            w * objective.distill_loss(s[:, :d], t[:, :d], temperature=0.1, contrastive_weight=0.5)[0]
+            for d, w in zip(dims, weights)
+        )
+
+    student_params, _ = _params()
+    loss, grads = jax.jit(jax.value_and_grad(reference_loss))(student_params)
+    reference_params = jax.tree_util.tree_map(lambda p, g: p - LEARNING_RATE * g, student_params, grads)
+
+    def run(num_devices):
+        mesh = sharding.make_mesh(jax.devices()[:num_devices])
+        optimizer = optax.sgd(LEARNING_RATE)
+        state = train_state.create_train_state(_params()[0], optimizer, 0, sharding.replicated(mesh))
+        step = make_distill_step(
+            model,
+            optimizer,
+            lambda _: LEARNING_RATE,
+            mesh,
+            matryoshka_settings,
+            train_state.state_shardings(state, sharding.replicated(mesh)),
+        )
+        state, metrics = step(state, sharding.global_batch(batch, mesh))
+        return jax.device_get(state.params), jax.device_get(metrics)
+
+    # The reference is the global batch on one device: 8 devices must give its loss and update.
+    eight_params, eight = run(8)
+    np.testing.assert_allclose(eight["loss"], float(loss), rtol=1e-5)
+    assert_trees_close(eight_params, reference_params)

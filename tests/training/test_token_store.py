@@ -297,8 +297,8 @@ def test_old_run_configs_resume_with_the_new_data_keys():
 
 
 def test_train_file_lists_and_globs_are_checked_before_training(tmp_path):
-    from distilface_jax.cli.policy import UsageError
     from distilface_jax.cli import checks
+    from distilface_jax.cli.policy import UsageError
 
     good, latin1 = tmp_path / "a.txt", tmp_path / "b.txt"
     good.write_text("one sentence\n", encoding="utf-8")

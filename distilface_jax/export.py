@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from distilface_jax import run_folder
-from distilface_jax.cli.model_arguments import STEP_HELP, make_parser
+from distilface_jax.cli.model_arguments import STEP_HELP, check_step, make_parser
 from distilface_jax.cli.policy import UsageError, configure_output, run_main
 from distilface_jax.evaluation.inference import PROJECTION
 
@@ -56,6 +56,7 @@ def _export(args) -> int:
     from distilface_jax import trained_model
     from distilface_jax.interop import hf
 
+    check_step(args.step)
     _check_out(args.out, args.overwrite)
     if not run_folder.is_remote(args.workdir) and not Path(args.workdir).is_dir():
         raise UsageError(f"--workdir {args.workdir}: no such folder")

@@ -18,7 +18,16 @@ from distilface_jax.evaluation.inference_batches import DEFAULT_TOKENS_PER_ROW
 from distilface_jax.interop import hf, st_folder
 from distilface_jax.models.pooling import POOLERS
 
-__all__ = ["UsageError", "STEP_HELP", "make_parser", "add_model_arguments", "load_model", "build_embed_fn"]
+__all__ = [
+    "UsageError",
+    "STEP_HELP",
+    "make_parser",
+    "add_model_arguments",
+    "check_step",
+    "check_model_arguments",
+    "load_model",
+    "build_embed_fn",
+]
 
 STEP_HELP = (
     "with --workdir, which checkpoint: 'best' = the one with the highest STS-B dev score seen during "
@@ -27,11 +36,19 @@ STEP_HELP = (
 )
 
 
+class _DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's default in its help; an on/off flag's as "off" (the flag not given), not as
+    the value its destination holds (`--no-progress` stores False into a default of True)."""
+
+    def _get_help_string(self, action):
+        if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+            return f"{action.help} (default: off)"
+        return super()._get_help_string(action)
+
+
 def make_parser(prog: str, description: str) -> argparse.ArgumentParser:
     """An argument parser whose help shows every option's default; with -v/--verbosity."""
-    parser = argparse.ArgumentParser(
-        prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    parser = argparse.ArgumentParser(prog=prog, description=description, formatter_class=_DefaultsHelp)
     parser.add_argument("-v", "--verbosity", type=int, default=0, metavar="LEVEL", help=VERBOSITY_HELP)
     return parser
 
@@ -67,6 +84,25 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def check_step(step) -> None:
+    """--step is 'best', a step number or absent: checked before anything is read or loaded."""
+    if step is not None and step != "best" and not (step.isdigit() and step.isascii()):
+        raise UsageError(f"--step must be a step number or 'best', got {step!r}")
+
+
+def check_model_arguments(args: argparse.Namespace) -> None:
+    """Every model argument that can be wrong by itself, before any file is read or model loaded."""
+    check_step(args.step)
+    if args.step is not None and not args.workdir:
+        raise UsageError("--step goes with --workdir")
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.max_length is not None and args.max_length < 2:
+        raise UsageError(f"--max-length must be >= 2 (room for [CLS] and [SEP]), got {args.max_length}")
+    if args.tokens_per_batch is not None and args.tokens_per_batch < 1:
+        raise UsageError(f"--tokens-per-batch must be >= 1, got {args.tokens_per_batch}")
+
+
 def load_model(args: argparse.Namespace):
     """(model with .config/.params/.tokenizer, pooler, apply_mlp, normalizes) that the arguments
     name; `normalizes` is True when a sentence-transformers folder ends in Normalize."""
@@ -79,8 +115,6 @@ def load_model(args: argparse.Namespace):
         if args.pooler is not None and args.pooler != model.pooler:
             pooler, apply_mlp = args.pooler, True
         return model, pooler, apply_mlp, model.normalize  # A distilled student normalises as its teacher.
-    if args.step is not None:
-        raise UsageError("--step goes with --workdir")
     try:
         model = hf.load_pretrained(args.model)
     except (hf.ModelLoadError, OSError) as error:
@@ -102,18 +136,13 @@ def load_model(args: argparse.Namespace):
 
 
 def build_embed_fn(args: argparse.Namespace, *, normalize: bool = False, progress: bool = False):
-    """The embedding function the model arguments describe."""
-
-    if args.batch_size < 1:
-        raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.max_length is not None and args.max_length < 2:
-        raise UsageError(f"--max-length must be >= 2 (room for [CLS] and [SEP]), got {args.max_length}")
-    if args.tokens_per_batch is not None and args.tokens_per_batch < 1:
-        raise UsageError(f"--tokens-per-batch must be >= 1, got {args.tokens_per_batch}")
+    """The embedding function the model arguments describe; its `label` names the model (for a
+    run: 'step N' or 'best step N', the checkpoint it reads)."""
+    check_model_arguments(args)
     model, pooler, apply_mlp, folder_normalizes = load_model(args)
     # Params carry a distilled student's width map only where it is part of the model.
     # A folder whose sentence-transformers pipeline normalises gets the same unit vectors here.
-    return make_embed_fn(
+    embed = make_embed_fn(
         model.config,
         model.params,
         model.tokenizer,
@@ -126,3 +155,7 @@ def build_embed_fn(args: argparse.Namespace, *, normalize: bool = False, progres
         tokens_per_batch=args.tokens_per_batch,
         project=PROJECTION in model.params,
     )
+    embed.label = args.model
+    if args.workdir:  # A run's checkpoint: which one (the model is a RunModel, with its step).
+        embed.label = f"{'best step' if args.step == 'best' else 'step'} {model.step} of {args.workdir}"
+    return embed

@@ -63,7 +63,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.data.train_file = "data/wiki1m_for_simcse.txt"
     config.data.format = "unsup"  # "unsup": one sentence per line; "sup": csv sent0,sent1[,hard_neg]
     config.data.max_seq_length = 32
-    config.data.cache_dir = ""  # Default: WORKDIR/cache.
+    config.data.cache_dir = ""  # Default: tokens in WORKDIR/cache, teacher embeddings in ~/.cache/distilface_jax.
 
     config.eval = ml_collections.ConfigDict()
     config.eval.sts_dir = "SentEval/data/downstream"  # Holds STS/ and SICK/ (launch/download_senteval_sts.sh).

@@ -50,7 +50,8 @@ KEY_HELP = {
     "data.train_file": "text file (one sentence per line), csv (sent0,sent1[,hard_neg]) or hub data set id",
     "data.format": "unsup (one sentence per line) or sup (csv sent0,sent1[,hard_neg])",
     "data.max_seq_length": "training sentences are truncated/padded to this many tokens",
-    "data.cache_dir": "token cache folder ('' = WORKDIR/cache)",
+    "data.cache_dir": "cache folder of tokens and teacher embeddings ('' = WORKDIR/cache for tokens, "
+    "the user's cache folder for teacher embeddings: docs/distillation.md)",
     "eval.sts_dir": "SentEval data folder holding STS/ and SICK/ (launch/download_senteval_sts.sh)",
     "eval.batch_size": "sentences per evaluation batch (at most)",
     "distill.teacher": "distillation: the teacher, a sentence-transformers/HF folder or hub id",

@@ -18,7 +18,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from distilface_jax.cli.model_arguments import add_model_arguments, build_embed_fn, make_parser
+from distilface_jax.cli.model_arguments import add_model_arguments, build_embed_fn, check_model_arguments, make_parser
 from distilface_jax.cli.policy import UsageError, check_output_file, configure_output, run_main
 from distilface_jax.run_folder import atomic_file
 
@@ -41,7 +41,7 @@ def read_sentences(path: Path) -> list[str]:
     if text.endswith("\n"):
         sentences.pop()
     if not any(line.strip() for line in sentences):
-        raise UsageError(f"{path}: no sentences (the file is empty)")
+        raise UsageError(f"{path}: no sentences (the file {'is empty' if not text else 'holds only blank lines'})")
     return sentences
 
 
@@ -58,7 +58,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _encode(args) -> int:
-    # Inputs and the output's place first: a mistake fails in milliseconds, not after encoding.
+    # Arguments, inputs and the output's place first: a mistake fails in milliseconds, not after
+    # the model loads or the encoding.
+    check_model_arguments(args)
     sentences = read_sentences(args.input)
     check_output_file(args.output, "--output")
     embed = build_embed_fn(args, normalize=args.normalize, progress=True)

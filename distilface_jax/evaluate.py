@@ -48,13 +48,16 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"subset of tasks (default: all of the mode); valid: {' '.join(sts.TASKS)}",
     )
     parser.add_argument("--json", type=Path, metavar="OUT", help="write the results (with details) here")
-    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar while embedding")
+    parser.add_argument(
+        "--no-progress", dest="progress", action="store_false", help="hide the progress bar while embedding"
+    )
     return parser
 
 
-def _load_embed_fn(args: argparse.Namespace) -> Any:
-    """Model -> ``embed(list[str]) -> np.ndarray [N, H]``."""
-    return model_arguments.build_embed_fn(args, progress=getattr(args, "progress", False))
+def _load_embed_fn(args: argparse.Namespace) -> tuple[Any, str]:
+    """Model -> (``embed(list[str]) -> np.ndarray [N, H]``, what it is: 'step N of RUN' or the model)."""
+    embed = model_arguments.build_embed_fn(args, progress=getattr(args, "progress", False))
+    return embed, embed.label
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
@@ -66,18 +69,20 @@ def write_json_atomic(path: Path, obj: Any) -> None:
 
 def run(args: argparse.Namespace) -> dict:
     """Load data, then the model; evaluate, print the table, write JSON. Raises ``UsageError``."""
-    # Data first: a wrong --sts-dir should fail in milliseconds, not after loading a model.
+    # Arguments and data first: a wrong --step or --sts-dir should fail in milliseconds, not
+    # after loading a model.
+    model_arguments.check_model_arguments(args)
     try:
         suite = sts.load_suite(args.sts_dir, mode=args.mode, tasks=args.tasks)
     except ValueError as e:  # StsDataError, unknown task, STS12-16 in dev mode
         raise UsageError(str(e)) from None
     if args.json is not None:
         check_output_file(args.json, "--json")
-    embed_fn = _load_embed_fn(args)
+    embed_fn, label = _load_embed_fn(args)
     # Errors while embedding are bugs, not user errors: let them keep their traceback.
     print(f"evaluating {len(suite)} tasks ({args.mode}) ...", file=sys.stderr)
     results = sts.evaluate_suite(embed_fn, suite)
-    print(sts.format_table(results, title=f"STS {args.mode}"))
+    print(sts.format_table(results, title=f"STS {args.mode}, {label}"))
     if args.json is not None:
         try:
             write_json_atomic(args.json, results)

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from distilface_jax import run_folder
-from distilface_jax.cli.model_arguments import STEP_HELP, make_parser
+from distilface_jax.cli.model_arguments import STEP_HELP, check_step, make_parser
 from distilface_jax.cli.policy import UsageError, configure_output, run_main
 from distilface_jax.interop import onnx_export
 from distilface_jax.models.sentence_pipeline import PROJECTION
@@ -123,6 +123,7 @@ def _export(args) -> int:
     from distilface_jax.interop import hf
 
     _check_options(args)
+    check_step(args.step)
     _check_out(args.out, args.overwrite)
     try:
         pipeline, params, step = _load(args)

@@ -7,7 +7,8 @@ run to a higher max_steps/num_epochs. Multi-host: on a Cloud TPU pod slice pass
 --coordinator_address HOST:PORT --num_processes N --process_id I
 (launch/local_multiprocess.sh rehearses this on one machine).
 Ctrl-C or SIGTERM: the state is saved at the end of the current step (rerun to resume);
-a second Ctrl-C aborts at once.
+a second Ctrl-C aborts at once, naming the step a rerun resumes from. A kill at any moment
+leaves a workdir the rerun resumes (training/recovery.py); a refused run leaves it untouched.
 Exit status: 0 done or preempted (SIGTERM); 130 stopped by Ctrl-C; 1 on a non-finite loss or
 a config that contradicts the workdir's checkpoint; 2 on bad input (one line naming it).
 """
@@ -77,9 +78,9 @@ def main(argv) -> int:
         return 1
     except (ValueError, FileNotFoundError, OSError) as error:
         raise UsageError(str(error).strip("'\"")) from None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C outside the training loop (loading, the final test): nothing half done.
         print(
-            f"aborted: a second Ctrl-C; steps after the last checkpoint ({_last_checkpoint(FLAGS.workdir)}) are lost",
+            f"interrupted; rerun the same command to resume (last checkpoint: {_last_checkpoint(FLAGS.workdir)})",
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
 # Eight simulated devices for the sharding tests; must be set before jax is imported anywhere.
 # Appended (any other XLA flag of the caller's is kept, a device count of its own replaced), and
@@ -17,6 +20,10 @@ os.environ.pop("JAX_NUM_CPU_DEVICES", None)  # jax's own setting would override 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The user-level cache (teacher embeddings) of every run a test starts, in process or not: a
+# temporary folder, never the real ~/.cache.
+os.environ["DISTILFACE_CACHE_DIR"] = tempfile.mkdtemp(prefix="distilface_cache.")
+atexit.register(shutil.rmtree, os.environ["DISTILFACE_CACHE_DIR"], ignore_errors=True)
 
 from pathlib import Path
 

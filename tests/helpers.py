@@ -26,6 +26,21 @@ def load_config(path: Path):
     return module.get_config()
 
 
+def config_from_flags(argv: list[str]):
+    """The config exactly as `python -m distilface_jax.train` builds it from its flags (`--config=FILE`
+    and `--config.KEY=VALUE` overrides): what an in-process run needs to resume a CLI run's workdir."""
+    from absl import flags
+    from ml_collections import config_flags
+
+    flag_values = flags.FlagValues()
+    # train.py's definition; `sys_argv` stands for the command line the overrides are read from.
+    config_flags.DEFINE_config_file(
+        "config", None, "", flag_values=flag_values, lock_config=True, sys_argv=["train", *argv]
+    )
+    flag_values(["train", *argv])
+    return flag_values.config
+
+
 def train_command(workdir, *overrides, config="configs/tiny.py"):
     return [
         sys.executable,

@@ -17,7 +17,16 @@ from distilface_jax.interop import hf, st_folder
 from distilface_jax.models.pooling import POOLERS
 from distilface_jax.models.sentence_pipeline import PROJECTION, SentencePipeline
 
-__all__ = ["UsageError", "STEP_HELP", "make_parser", "add_model_arguments", "load_model", "build_embed_fn"]
+__all__ = [
+    "UsageError",
+    "STEP_HELP",
+    "make_parser",
+    "add_model_arguments",
+    "check_step",
+    "check_model_arguments",
+    "load_model",
+    "build_embed_fn",
+]
 
 STEP_HELP = (
     "with --workdir, which checkpoint: 'best' = the one with the highest STS-B dev score seen during "
@@ -26,11 +35,19 @@ STEP_HELP = (
 )
 
 
+class _DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's default in its help; an on/off flag's as "off" (the flag not given), not as
+    the value its destination holds (`--no-progress` stores False into a default of True)."""
+
+    def _get_help_string(self, action):
+        if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+            return f"{action.help} (default: off)"
+        return super()._get_help_string(action)
+
+
 def make_parser(prog: str, description: str) -> argparse.ArgumentParser:
     """An argument parser whose help shows every option's default; with -v/--verbosity."""
-    parser = argparse.ArgumentParser(
-        prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    parser = argparse.ArgumentParser(prog=prog, description=description, formatter_class=_DefaultsHelp)
     parser.add_argument("-v", "--verbosity", type=int, default=0, metavar="LEVEL", help=VERBOSITY_HELP)
     return parser
 
@@ -73,6 +90,25 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def check_step(step) -> None:
+    """--step is 'best', a step number or absent: checked before anything is read or loaded."""
+    if step is not None and step != "best" and not (step.isdigit() and step.isascii()):
+        raise UsageError(f"--step must be a step number or 'best', got {step!r}")
+
+
+def check_model_arguments(args: argparse.Namespace) -> None:
+    """Every model argument that can be wrong by itself, before any file is read or model loaded."""
+    check_step(args.step)
+    if args.step is not None and not args.workdir:
+        raise UsageError("--step goes with --workdir")
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.max_length is not None and args.max_length < 2:
+        raise UsageError(f"--max-length must be >= 2 (room for [CLS] and [SEP]), got {args.max_length}")
+    if args.tokens_per_batch is not None and args.tokens_per_batch < 1:
+        raise UsageError(f"--tokens-per-batch must be >= 1, got {args.tokens_per_batch}")
+
+
 def load_model(args: argparse.Namespace, *, folder_truncation: bool = False) -> tuple[SentencePipeline, dict]:
     """(pipeline, params) of the model the arguments name, with the arguments' overrides:
     --pooler replaces the model's pooling, --max-length its truncation. `folder_truncation`:
@@ -85,9 +121,8 @@ def load_model(args: argparse.Namespace, *, folder_truncation: bool = False) -> 
         pipeline = model.pipeline  # A distilled student's: its teacher's normalisation and truncation.
         if args.pooler is not None and args.pooler != pipeline.pooler:
             pipeline = pipeline.replace(pooler=args.pooler, apply_mlp=True)
+        args.loaded_step = model.step  # For the embedder's label ('step N of WORKDIR').
         return pipeline.replace(max_length=args.max_length or pipeline.max_length), model.params
-    if args.step is not None:
-        raise UsageError("--step goes with --workdir")
     try:
         model = hf.load_pretrained(args.model)
         # The folder's own sentence-transformers pipeline, unless --pooler says otherwise; mean
@@ -104,14 +139,9 @@ def load_model(args: argparse.Namespace, *, folder_truncation: bool = False) -> 
 
 
 def build_embed_fn(args: argparse.Namespace, *, normalize: bool = False, progress: bool = False):
-    """The embedding function the model arguments describe; `normalize` adds unit length."""
-
-    if args.batch_size < 1:
-        raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.max_length is not None and args.max_length < 2:
-        raise UsageError(f"--max-length must be >= 2 (room for [CLS] and [SEP]), got {args.max_length}")
-    if args.tokens_per_batch is not None and args.tokens_per_batch < 1:
-        raise UsageError(f"--tokens-per-batch must be >= 1, got {args.tokens_per_batch}")
+    """The embedding function the model arguments describe; `normalize` adds unit length; its
+    `label` names the model (for a run: 'step N' or 'best step N', the checkpoint it reads)."""
+    check_model_arguments(args)
     dim = getattr(args, "dim", None)
     if dim is not None and dim < 1:
         raise UsageError(f"--dim must be >= 1, got {dim}")
@@ -123,6 +153,10 @@ def build_embed_fn(args: argparse.Namespace, *, normalize: bool = False, progres
         if dim > full:
             raise UsageError(f"--dim {dim}: the model's embeddings have {full} dimensions")
         pipeline = pipeline.replace(output_dim=dim)
-    return make_embed_fn(
+    embed = make_embed_fn(
         pipeline, params, batch_size=args.batch_size, progress=progress, tokens_per_batch=args.tokens_per_batch
     )
+    embed.label = args.model
+    if args.workdir:  # A run's checkpoint: which one.
+        embed.label = f"{'best step' if args.step == 'best' else 'step'} {args.loaded_step} of {args.workdir}"
+    return embed

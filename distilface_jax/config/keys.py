@@ -184,7 +184,12 @@ KEYS: tuple[Key, ...] = (
         "training sentences are truncated/padded to this many tokens",
         at_least(2),
     ),
-    Key("data.cache_dir", "", "token cache folder ('' = WORKDIR/cache)"),
+    Key(
+        "data.cache_dir",
+        "",
+        "cache folder of tokens and teacher embeddings ('' = WORKDIR/cache for tokens, "
+        "the user's cache folder for teacher embeddings: docs/distillation.md)",
+    ),
     # The token store (training/token_store.py): tokenized once into shards on disk, read row by row,
     # so a host's memory does not grow with the corpus. Same batches as the in-memory path; a list
     # "a.txt,b.txt", a glob or a gs:// train_file always uses it.

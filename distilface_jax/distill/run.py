@@ -89,15 +89,17 @@ class Distiller:
             tokens = data.tokenize_views([sentences], self.teacher.tokenizer, length)
             extra = {TEACHER_PREFIX + name: array for name, array in tokens.items()}
         else:
-            cache_dir = config.data.cache_dir or (None if run_folder.is_remote(workdir) else f"{workdir}/cache")
-            path = cache_dir and teacher_lib.cache_path(
-                cache_dir, source.name, source.fingerprint(), self.teacher, len(sentences)
-            )
+            # One file per (teacher, corpus) key in a cache folder shared by every run of this user;
+            # a workdir of earlier code kept it in WORKDIR/cache, where it is still read.
+            key = (source.name, source.fingerprint(), self.teacher, len(sentences))
+            path = teacher_lib.cache_path(teacher_lib.cache_folder(config.data.cache_dir), *key)
+            legacy = run_folder.default_cache_dir(workdir)
             embeddings, hit = teacher_lib.cached_embeddings(
                 self.teacher,
                 sentences,
                 path,
                 compute=lambda t, s: teacher_lib.embed_corpus(t, s, config.distill.teacher_batch_size),
+                also_read=[teacher_lib.cache_path(legacy, *key)] if legacy else [],
             )
             extra = {TEACHER_EMBEDDING: embeddings}
         return dataclasses.replace(train_data, arrays={**train_data.arrays, **extra})
@@ -140,7 +142,8 @@ def check_corpus(config: Config, workdir: str) -> None:
     if os.path.isfile(path):
         with open(path, encoding="utf-8", errors="replace") as handle:
             if not any(line.strip() for line in handle):
-                raise ValueError(f"config.data.train_file {train_file}: the corpus is empty (no non-blank lines)")
+                what = "is empty" if os.path.getsize(path) == 0 else "holds only blank lines"
+                raise ValueError(f"config.data.train_file {train_file}: the corpus is empty (the file {what})")
 
 
 def _projection(student_width: int, teacher_width: int, seed: int) -> dict:
@@ -150,7 +153,8 @@ def _projection(student_width: int, teacher_width: int, seed: int) -> dict:
 
 
 def prepare(config: Config, workdir: str) -> Distiller:
-    """Teacher and student of a distillation config, both checked; errors name the setting."""
+    """Teacher and student of a distillation config, both checked; errors name the setting.
+    Writes nothing: a refused run must leave the workdir as it was."""
     distill = config.distill
     check_corpus(config, workdir)
     teacher = teacher_lib.load_teacher(

@@ -5,19 +5,25 @@ The teacher's embedding is what its sentence-transformers folder computes (Pooli
 Normalize when listed), unless the config names the pooling. Its embeddings of a fixed corpus
 never change, so they are computed once (bucketed by length, no dropout, sharded: each host
 embeds every P-th sentence with its batches split over its local devices, and the slices are
-all-gathered) and cached beside the tokenized data, keyed by the teacher's weights, the corpus
-and the pipeline settings: every later epoch, resumed run or new run with the same teacher reads
-the file instead.
+all-gathered) and cached in a folder of the user's (`cache_folder`: `config.data.cache_dir` when
+set, else $DISTILFACE_CACHE_DIR, else $XDG_CACHE_HOME/distilface_jax or ~/.cache/distilface_jax),
+one file per key: the teacher's weights and pipeline, the corpus (path, size, modification time)
+and the truncation length. Every later epoch, resumed run or new run with the same teacher and
+corpus, in any workdir, reads the file instead. Each file appears by an atomic rename, so runs
+sharing the folder at the same time never read a half-written one (two that compute the same key
+at once write the same bytes; the last rename wins).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
 import os
 import re
+import time
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -34,6 +40,18 @@ from distilface_jax.run_folder import atomic_file
 logger = logging.getLogger(__name__)
 
 _CACHE_VERSION = 1  # bump when what the cache holds, or how it is computed, changes
+CACHE_ENVIRONMENT = "DISTILFACE_CACHE_DIR"  # the user-level cache folder, when set
+
+
+def cache_folder(configured: str = "") -> str:
+    """Where teacher embeddings are cached: `configured` (`config.data.cache_dir`) when set, else
+    $DISTILFACE_CACHE_DIR, else the user's cache directory ($XDG_CACHE_HOME or ~/.cache) /distilface_jax."""
+    if configured:
+        return configured
+    if os.environ.get(CACHE_ENVIRONMENT):
+        return os.environ[CACHE_ENVIRONMENT]
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "distilface_jax")
 
 
 @dataclasses.dataclass
@@ -158,7 +176,11 @@ def assemble_strided(gathered: np.ndarray, num_rows: int) -> np.ndarray:
 def _read_cache(path: Optional[str], shape: tuple[int, int]) -> Optional[np.ndarray]:
     if not (path and os.path.exists(path)):
         return None
-    embeddings = np.load(path, allow_pickle=False)  # never unpickle
+    try:
+        embeddings = np.load(path, allow_pickle=False)  # never unpickle
+    except (OSError, ValueError, EOFError) as error:
+        logger.warning("ignoring unreadable teacher cache %s (%s)", path, error)
+        return None
     if embeddings.shape == shape and np.all(np.isfinite(embeddings)):
         return embeddings
     logger.warning("ignoring teacher cache %s (shape %s, expected %s)", path, embeddings.shape, shape)
@@ -192,26 +214,53 @@ def cache_path(cache_dir: str, corpus_name: str, corpus_fingerprint: dict, teach
     return os.path.join(cache_dir, f"teacher.{stem}.{digest}.npy")
 
 
+_ABANDONED_AFTER_S = 3600  # a cache file's write takes seconds; a temporary file this old was killed
+
+
+def _remove_abandoned_writes(folder: str) -> None:
+    """Deletes temporary files of cache writes killed before their rename (`.teacher.*.tmp-*`).
+    The folder may be shared by runs writing at this moment, so only old ones go."""
+    now = time.time()
+    for name in os.listdir(folder):
+        path = os.path.join(folder, name)
+        if name.startswith(".teacher.") and ".tmp-" in name:
+            with contextlib.suppress(OSError):
+                if now - os.path.getmtime(path) > _ABANDONED_AFTER_S:
+                    os.unlink(path)
+
+
 def cached_embeddings(
     teacher: Teacher,
     sentences: Sequence[str],
     path: Optional[str],
     compute: Callable[[Teacher, Sequence[str]], np.ndarray] = embed_corpus,
+    also_read: Sequence[str] = (),
 ) -> tuple[np.ndarray, bool]:
-    """(embeddings [N, D], read_from_cache). Written atomically: a reader sees all or nothing.
+    """(embeddings [N, D], read_from_cache). Read from `path`, else from the first of `also_read`
+    (an older cache location) that holds them; else computed and written to `path`, atomically:
+    a reader sees all or nothing. A cache folder that cannot be written is a warning, not an error.
 
     In a multi-process run the processes agree first: the cache is read only when every host
     finds it (a per-host cache folder may exist on some hosts only), else all compute together,
     since `compute` is a collective.
     """
-    embeddings = _read_cache(path, (len(sentences), teacher.width))
+    shape = (len(sentences), teacher.width)
+    found, embeddings = path, _read_cache(path, shape)
+    for older in also_read:
+        if embeddings is None:
+            found, embeddings = older, _read_cache(older, shape)
     if _everywhere(embeddings is not None):
-        logger.info("teacher embeddings cache hit: %s", path)
+        logger.info("teacher embeddings cache hit: %s", found)
         return embeddings, True
     embeddings = np.asarray(compute(teacher, sentences), np.float32)
     if path:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with atomic_file(path) as handle:
-            np.save(handle, embeddings)
-        logger.info("teacher embeddings of %d sentences -> %s", len(sentences), path)
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            _remove_abandoned_writes(os.path.dirname(path))
+            with atomic_file(path, sync=True) as handle:
+                np.save(handle, embeddings)
+        except OSError as error:
+            logger.warning("teacher embeddings not cached (%s): a new run computes them again", error)
+        else:
+            logger.info("teacher embeddings of %d sentences -> %s", len(sentences), path)
     return embeddings, False

@@ -172,6 +172,8 @@ def _load_sts_pairs(input_path: Path, gold_path: Path, name: str) -> StsSubset:
 
 
 def _task_dir(sts_dir: Path, *parts: str) -> Path:
+    if sts_dir.exists() and not sts_dir.is_dir():
+        raise StsDataError(f"STS data directory {sts_dir} is a file, not a folder; {_DOWNLOAD_HINT}")
     if not sts_dir.is_dir():
         raise StsDataError(f"STS data directory not found: {sts_dir}; {_DOWNLOAD_HINT}")
     folder = sts_dir.joinpath(*parts)

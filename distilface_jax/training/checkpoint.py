@@ -1,11 +1,18 @@
 """Orbax checkpoints of a training run: the latest N for resuming, the best by STS-B dev apart.
 
     WORKDIR/checkpoints/<step>/{params, opt_state, progress, meta}   async, keep `keep_checkpoints`
-    WORKDIR/best/<step>/{params, meta}                                the best dev checkpoint only
+    WORKDIR/best/<step>/{params, meta}                                the best dev checkpoint
 
 Items are separate so that evaluation and export restore `params` alone, with no optimizer to
 rebuild. Orbax writes each step to a temporary folder and renames it when complete, so a save
 killed half-way is never listed as a step; `cleanup_tmp_directories` removes such leftovers.
+
+A new best is written (synchronously) before the checkpoint of its step, whose meta records it;
+the previous best is deleted only once a *committed* checkpoint records its successor
+(`prune_best`). So at every instant best/ holds the best step that the latest committed
+checkpoint names, whatever a kill interrupts (training/recovery.py lists the write order).
+The newest step in best/ is always the best dev score written so far, which is what
+`--step best` reads.
 Restores take the *current* run's shardings (abstract arrays), so a checkpoint written on 8
 devices restores on 1 and vice versa.
 """
@@ -22,7 +29,7 @@ from distilface_jax.run_folder import BEST_DIR, LATEST_DIR
 
 
 def _manager(
-    directory: str, *, keep: int, asynchronous: bool, items: tuple[str, ...], read_only: bool = False
+    directory: str, *, keep: Optional[int], asynchronous: bool, items: tuple[str, ...], read_only: bool = False
 ) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(
         max_to_keep=None if read_only else keep,
@@ -53,7 +60,7 @@ class RunCheckpoints:
         )
         self.best = _manager(
             run_folder.join(self.workdir, BEST_DIR),
-            keep=1,
+            keep=None,  # Pruned by `prune_best`, only once a committed checkpoint names the newer one.
             asynchronous=False,
             items=("params", "meta"),
             read_only=read_only,
@@ -61,8 +68,11 @@ class RunCheckpoints:
 
     # -- saving ---------------------------------------------------------------------------
     def save(self, state, meta: dict) -> None:
-        """Asynchronous: returns once the arrays are copied off the device."""
+        """Asynchronous: returns once the arrays are copied off the device. The previous save is
+        committed first (Orbax waits for it anyway), which lets the best steps it supersedes go."""
         step = int(jax.device_get(state.step))
+        self.latest.wait_until_finished()
+        self.prune_best()
         self.latest.save(
             step,
             args=ocp.args.Composite(
@@ -82,8 +92,21 @@ class RunCheckpoints:
         )
 
     def wait(self) -> None:
+        """Every save committed; best steps no committed checkpoint needs are gone."""
         self.latest.wait_until_finished()
         self.best.wait_until_finished()
+        self.prune_best()
+
+    def prune_best(self) -> list[int]:
+        """Deletes the best steps older than the newest one at or below the latest *committed*
+        checkpoint: that one is what the checkpoint's meta names, later ones may still be
+        named by the next checkpoint. Returns the deleted steps."""
+        committed, steps = self.latest.latest_step(), self.best.all_steps()
+        kept = max((step for step in steps if committed is not None and step <= committed), default=None)
+        stale = [step for step in steps if kept is not None and step < kept]
+        for step in stale:
+            self.best.delete(step)
+        return stale
 
     def close(self) -> None:
         self.latest.close()

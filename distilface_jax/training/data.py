@@ -20,6 +20,7 @@ concatenation of all hosts' slices in process order is the global batch
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -27,6 +28,7 @@ import json
 import logging
 import os
 import re
+import tempfile
 import zipfile
 from typing import Any, Callable, Mapping
 
@@ -63,6 +65,10 @@ def _epoch_permutation(num_examples: int, seed: int, epoch: int) -> np.ndarray:
     return perm
 
 
+def _examples(count: int) -> str:
+    return f"{count} example{'s' if count != 1 else ''}"
+
+
 def steps_per_epoch(num_examples: int, global_batch_size: int) -> int:
     """Full global batches per epoch (the remainder is dropped; SimCSE's HF Trainer keeps it)."""
     return num_examples // global_batch_size
@@ -78,7 +84,7 @@ def global_batch_indices(num_examples: int, global_batch_size: int, seed: int, s
         raise ValueError(f"need global_batch_size >= 1, seed >= 0, step >= 0; got {global_batch_size}, {seed}, {step}")
     spe = steps_per_epoch(num_examples, global_batch_size)
     if spe == 0:
-        raise ValueError(f"{num_examples} examples are fewer than one global batch of {global_batch_size}")
+        raise ValueError(f"{_examples(num_examples)} are fewer than one global batch of {global_batch_size}")
     epoch, position = divmod(int(step), spe)
     perm = _epoch_permutation(int(num_examples), int(seed), epoch)
     return perm[position * global_batch_size : (position + 1) * global_batch_size].copy()
@@ -131,12 +137,14 @@ class TrainData:
     num_skipped_lines: int = 0
     source: str = ""
     from_cache: bool = False  # True when the arrays came from the on-disk cache
+    cache_file: str = ""  # where the token cache of these arrays is (or is to be written by `write_cache`)
 
     def __post_init__(self):
         if self.num_examples < self.global_batch_size:
+            skipped = self.num_skipped_lines
             raise ValueError(
-                f"{self.source or 'data set'}: {self.num_examples} examples (after skipping "
-                f"{self.num_skipped_lines} empty lines) are fewer than one global batch of "
+                f"{self.source or 'data set'}: {_examples(self.num_examples)} (after skipping "
+                f"{skipped} empty line{'s' if skipped != 1 else ''}) are fewer than one global batch of "
                 f"{self.global_batch_size}"
             )
 
@@ -335,6 +343,7 @@ def _load(
     seed: int,
     max_seq_length: int,
     cache_dir: str | None,
+    write: bool,
 ) -> TrainData:
     source = _resolve(path_or_name)
     path = cache_path(cache_dir, source, tokenizer, max_seq_length, fmt) if cache_dir else None
@@ -343,22 +352,38 @@ def _load(
         arrays, skipped = cached
         log.debug("token cache hit: %s", path)
     else:
-        hf_cache = os.path.join(cache_dir, "hf_datasets") if cache_dir and source.path else None
-        views, skipped = read(source, hf_cache)
+        # HF datasets keeps an Arrow copy of what it reads: beside the token cache when that is
+        # written now; else in a temporary folder, so that reading writes nothing of its own.
+        with contextlib.ExitStack() as stack:
+            hf_cache = None
+            if write and cache_dir and source.path:
+                hf_cache = os.path.join(cache_dir, "hf_datasets")
+            elif source.path:
+                hf_cache = stack.enter_context(tempfile.TemporaryDirectory(prefix="hf_datasets."))
+            views, skipped = read(source, hf_cache)
         if skipped:
             log.debug("%s: skipped %d empty lines/rows", source.name, skipped)
         arrays = tokenize_views(views, tokenizer, max_seq_length)
-        if path:
-            _save_atomic(path, arrays, skipped)
-            log.debug("tokenized %d examples -> %s", len(views[0]), path)
-    return TrainData(
+    train_data = TrainData(
         arrays=arrays,
         global_batch_size=global_batch_size,
         seed=seed,
         num_skipped_lines=skipped,
         source=source.name,
         from_cache=cached is not None,
+        cache_file=path or "",
     )
+    if write:
+        write_cache(train_data)
+    return train_data
+
+
+def write_cache(train_data: TrainData) -> None:
+    """Saves the token cache of data read with `write_cache=False` (a run writes it only once
+    it knows it will go ahead); nothing when the arrays came from it or there is none."""
+    if train_data.cache_file and not train_data.from_cache:
+        _save_atomic(train_data.cache_file, train_data.arrays, train_data.num_skipped_lines)
+        log.debug("tokenized %d examples -> %s", train_data.num_examples, train_data.cache_file)
 
 
 def load_unsupervised(
@@ -369,10 +394,12 @@ def load_unsupervised(
     seed: int = 0,
     max_seq_length: int = 32,
     cache_dir: str | None = None,
+    write_cache: bool = True,
 ) -> TrainData:
     """Unsupervised SimCSE data (K = 1): a .txt file with one sentence per line, a .csv whose
     first column holds the sentences, or a hub data set id. Blank lines are skipped and
-    counted in `num_skipped_lines`. `cache_dir=None` disables the token cache."""
+    counted in `num_skipped_lines`. `cache_dir=None` disables the token cache;
+    `write_cache=False` reads it but leaves writing it to `write_cache(train_data)`."""
     return _load(
         path_or_name,
         tokenizer,
@@ -382,6 +409,7 @@ def load_unsupervised(
         seed=seed,
         max_seq_length=max_seq_length,
         cache_dir=cache_dir,
+        write=write_cache,
     )
 
 
@@ -393,9 +421,11 @@ def load_supervised(
     seed: int = 0,
     max_seq_length: int = 32,
     cache_dir: str | None = None,
+    write_cache: bool = True,
 ) -> TrainData:
     """Supervised SimCSE data: CSV columns sent0, sent1[, hard_neg] -> K = 2 or 3 views
-    (anchor, positive[, hard negative]). Rows with an empty field are skipped and counted."""
+    (anchor, positive[, hard negative]). Rows with an empty field are skipped and counted.
+    `cache_dir` and `write_cache` as for `load_unsupervised`."""
     return _load(
         path_or_name,
         tokenizer,
@@ -405,4 +435,5 @@ def load_supervised(
         seed=seed,
         max_seq_length=max_seq_length,
         cache_dir=cache_dir,
+        write=write_cache,
     )

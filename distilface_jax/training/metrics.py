@@ -37,16 +37,6 @@ def read_metrics(workdir: str) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def rewind_metrics(workdir: str, step: int) -> None:
-    """Drops log lines past `step`, so a resumed run's log reads as one uninterrupted run."""
-    records = read_metrics(workdir)
-    kept = [record for record in records if record.get("step", 0) <= step]
-    if len(kept) != len(records):
-        run_folder.write_text(
-            run_folder.path(workdir, METRICS_FILE), "".join(json.dumps(record) + "\n" for record in kept)
-        )
-
-
 class MetricsWriter:
     def __init__(self, workdir: str, *, enabled: bool = True):
         self.enabled = enabled

@@ -5,7 +5,7 @@ lists and templates, so a tiny model trained on the corpus meets the same words 
 fixture, whose gold scores follow lexical overlap (Jaccard of the word sets): even a
 bag-of-words model has a signal to find. Everything is a deterministic function of `seed`.
 
-    write_tiny_corpus(path)            one sentence per line (+ a few blank lines)
+    write_tiny_corpus(path)            one sentence per line (blank lines too, when asked)
     write_tiny_sts(sts_dir)            SentEval layout: STS/STS12..16-en-test, STSBenchmark, SICK
     write_tiny_vocab(path, sentences)  a BERT WordPiece vocab.txt
     load_tiny_tokenizer(vocab_file)    the fast BERT tokenizer of that vocab, on any transformers
@@ -158,6 +158,7 @@ STS_SUBSETS = {
     "STS16": ("answer-answer", "headlines", "plagiarism", "postediting", "question-question"),
 }
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+BUILTIN_SENTENCES = 2000  # lines of the `builtin:tiny` corpus
 
 # A sentence is a list of (slot, text) chunks; slot None marks a fixed function word,
 # so pair generation can swap a content slot for another word of the same list.
@@ -219,11 +220,12 @@ def _replace_slot(rng: np.random.Generator, chunks: list[Chunk]) -> list[Chunk]:
     return out
 
 
-def write_tiny_corpus(path: str, num_sentences: int = 2000, seed: int = 0) -> list[str]:
-    """Write `num_sentences` synthetic sentences, one per line, to `path`.
+def write_tiny_corpus(path: str, num_sentences: int = 2000, seed: int = 0, *, blank_lines: bool = False) -> list[str]:
+    """Write `num_sentences` synthetic sentences, one per line, to `path`; returns them.
 
-    About one line in 150 is an extra blank or whitespace-only line (not counted in
-    `num_sentences`) so the reader's skip-and-count path runs. Returns the sentences.
+    `blank_lines`: about one line in 150 is an extra blank or whitespace-only line (not counted
+    in `num_sentences`), for tests of the reader's skip-and-count path. The sentences are the
+    same either way.
     """
     rng = np.random.default_rng([seed, 0])
     sentences, lines = [], []
@@ -232,8 +234,10 @@ def write_tiny_corpus(path: str, num_sentences: int = 2000, seed: int = 0) -> li
         text = text[0].upper() + text[1:]  # wiki1m-like casing; the tokenizer lowercases
         sentences.append(text)
         lines.append(text)
-        if rng.random() < 1 / 150:
-            lines.append(" " * int(rng.integers(0, 3)))
+        if rng.random() < 1 / 150:  # Drawn either way, so the sentences do not depend on `blank_lines`.
+            spaces = " " * int(rng.integers(0, 3))
+            if blank_lines:
+                lines.append(spaces)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
@@ -373,7 +377,7 @@ def prepare_builtin_tiny(workdir: str) -> dict[str, str]:
     folder = os.path.join(workdir, run_folder.BUILTIN_DIR)
     if not os.path.isdir(folder):
         with run_folder.atomic_directory(folder, first_wins=True) as staging:
-            sentences = write_tiny_corpus(os.path.join(staging, "corpus.txt"))
+            sentences = write_tiny_corpus(os.path.join(staging, "corpus.txt"), BUILTIN_SENTENCES)
             write_tiny_sts(os.path.join(staging, "sts"))
             write_tiny_vocab(os.path.join(staging, "vocab.txt"), sentences)
     return {

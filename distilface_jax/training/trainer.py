@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from distilface_jax import run_folder, run_record
+from distilface_jax.cli.policy import EXIT_INTERRUPTED
 from distilface_jax.config import keys
 from distilface_jax.config.keys import Config
 from distilface_jax.evaluation import sts
@@ -32,13 +33,14 @@ from distilface_jax.training import (
     data,
     prefetch,
     profiling,
+    recovery,
     resume,
     sharding,
     store_data,
     tiny_data,
 )
-from distilface_jax.training.interrupts import StopSignals
-from distilface_jax.training.metrics import MetricsWriter, json_value, read_metrics, rewind_metrics
+from distilface_jax.training.interrupts import StopSignals, exit_now
+from distilface_jax.training.metrics import MetricsWriter, json_value, read_metrics
 from distilface_jax.training.optimizer import OptimizerSettings, make_optimizer
 from distilface_jax.training.progress import StepProgress
 from distilface_jax.training.recipe import Recipe
@@ -63,6 +65,8 @@ class Outcome:
 
 
 def load_train_data(config: Config, tokenizer, workdir: str) -> data.TrainData | store_data.StoreData:
+    """The run's training data, read and tokenized; the in-memory path's token cache is only read
+    here (the run writes it with `data.write_cache` once it knows it goes ahead)."""
     train_file = tiny_data.resolve_builtin(config.data.train_file, workdir, "corpus")
     cache_dir = config.data.cache_dir or run_folder.default_cache_dir(workdir)
     if config.data.token_store or corpus.is_many(train_file):
@@ -77,6 +81,7 @@ def load_train_data(config: Config, tokenizer, workdir: str) -> data.TrainData |
         seed=config.seed,
         max_seq_length=config.data.max_seq_length,
         cache_dir=cache_dir,
+        write_cache=False,
     )
 
 
@@ -173,26 +178,49 @@ def train_and_evaluate(config: Config, workdir: str, recipe: Optional[Recipe] = 
     is_main = jax.process_index() == 0
     mesh = sharding.make_mesh()
     sharding.check_batch_size(config.batch_size, mesh)
+    previous = resume.previous_run(workdir)
+    if previous is not None:  # Another recipe or a contradicting config: refused before any work.
+        resume.check_config(previous, config)
     initial = recipe.initial_model(config, workdir)
-    if is_main:
-        run_record.write_recipe_record(workdir, recipe.records(config))
     encoder_config, params, tokenizer = initial.encoder_config, initial.params, initial.tokenizer
-    train_data = recipe.attach(load_train_data(config, tokenizer, workdir), config, workdir)
+    train_data = load_train_data(config, tokenizer, workdir)  # Read; its token cache is written below.
+    total_steps = config.max_steps if config.max_steps > 0 else config.num_epochs * train_data.steps_per_epoch
+    saved_total = previous.meta.get("total_steps") if previous is not None else None
+    if previous is not None:  # The loaded model's shape and the data's length: still nothing written.
+        resume.check_config(
+            previous,
+            config,
+            checkpoint_has_mlp=initial.checkpoint_has_mlp,
+            encoder_config=encoder_config.to_hf_dict(),
+        )
+        if saved_total is not None and saved_total != total_steps:
+            resume.check_extension(config, saved_total, total_steps, previous.step)
+
+    # ---------------------------------------------------------------- the run goes ahead: writes
+    start = previous.step if previous is not None else 0
+    unfinished = recovery.unfinished_saves(workdir)  # Before Orbax deletes them unannounced.
+    runs = checkpoint.RunCheckpoints(workdir, keep=config.keep_checkpoints)
+    best_step = _repair(runs, workdir, previous, unfinished, is_main, config.data.cache_dir)
+    if isinstance(train_data, data.TrainData):
+        data.write_cache(train_data)
     if train_data.num_skipped_lines and is_main:
         logger.info("skipped %d empty lines of %s", train_data.num_skipped_lines, config.data.train_file)
-    total_steps = config.max_steps if config.max_steps > 0 else config.num_epochs * train_data.steps_per_epoch
+    if is_main:
+        run_record.write_recipe_record(workdir, recipe.records(config))
+    train_data = recipe.attach(train_data, config, workdir)
+    if previous is None and is_main:
+        run_record.save_run_description(workdir, config, encoder_config, tokenizer)
     optimizer, schedule = make_optimizer(OptimizerSettings.from_config(config), total_steps)
     replicated = sharding.replicated(mesh)
     state = create_train_state(params, optimizer, config.seed, replicated)
     del params
     initial.params = None  # The state holds them now; no second host copy.
     evaluator = _Evaluator(config, recipe.eval_pipeline(config, initial), workdir)
-    runs = checkpoint.RunCheckpoints(workdir, keep=config.keep_checkpoints)
-    state, start, best_step, best_dev, saved_total = _resume_or_start(
-        runs, state, config, encoder_config, tokenizer, workdir, replicated, initial.checkpoint_has_mlp
-    )
-    if saved_total is not None and saved_total != total_steps:
-        resume.check_extension(config, saved_total, total_steps, start)
+    best_dev = -math.inf
+    if previous is not None:
+        state = runs.restore_state(start, checkpoint.abstract_like(state, replicated))
+        if best_step is not None:  # The best dev score so far: a later, lower one must not replace it.
+            best_dev = runs.read_meta(best_step, best=True)["dev"]["STSBenchmark"]
     if is_main:
         run_record.write_run_info(workdir, config, int(mesh.devices.size), total_steps, start, saved_total)
 
@@ -201,7 +229,7 @@ def train_and_evaluate(config: Config, workdir: str, recipe: Optional[Recipe] = 
     )
     writer = MetricsWriter(workdir, enabled=is_main)
     meta_base = {"config": config.to_dict(), "encoder_config": encoder_config.to_hf_dict(), "total_steps": total_steps}
-    flag = StopSignals()
+    flag = StopSignals(abort=lambda: _abort(workdir))
     progress = StepProgress(start, total_steps, enabled=is_main)
     profiler = profiling.StepProfiler(
         profiling.parse_window(config.profile_steps),
@@ -266,7 +294,10 @@ def train_and_evaluate(config: Config, workdir: str, recipe: Optional[Recipe] = 
         progress.close()
     outcome.best_step, outcome.best_dev = best_step, (best_dev if best_step is not None else None)
     # Rerunning a finished run (e.g. a repeated launch) must not evaluate and log the test twice.
-    already_tested = start >= total_steps and any(r.get("split") == "test" for r in read_metrics(workdir))
+    # Its row is written after sts_test.json, so a row of this step means both are there.
+    already_tested = start >= total_steps and any(
+        r.get("split") == "test" and r.get("step") == start for r in read_metrics(workdir)
+    )
     if not outcome.preempted and config.eval.final_test and not already_tested:
         final_params = (
             state.params
@@ -287,38 +318,32 @@ def train_and_evaluate(config: Config, workdir: str, recipe: Optional[Recipe] = 
     return outcome
 
 
-def _resume_or_start(
-    runs, state, config: Config, encoder_config, tokenizer, workdir: str, replicated, checkpoint_has_mlp: bool
-):
-    """(state, first step, best step, best dev score, the checkpoint's planned total steps or
-    None): restored from the latest checkpoint, or a new run. A checkpoint written before a
-    run-defining key existed is compared as that code ran (`resume.with_legacy_keys`)."""
-    start = runs.latest_step()
-    if start is None:
-        if jax.process_index() == 0:
-            run_record.save_run_description(workdir, config, encoder_config, tokenizer)
-        return state, 0, None, -math.inf, None
-    meta = runs.read_meta(start)
-    # Compared as saved (JSON): a tuple setting such as distill.student_layers reads back as a list.
-    current = json.loads(config.to_json_best_effort())
-    saved = resume.with_legacy_keys(meta["config"], current, checkpoint_has_mlp)
-    resume.check_resumable(
-        saved,
-        current,
-        meta["encoder_config"],
-        encoder_config.to_hf_dict(),
-        f"{workdir}/{run_folder.LATEST_DIR}/{start}",
-    )
-    state = runs.restore_state(start, checkpoint.abstract_like(state, replicated))
-    for step in [s for s in runs.best.all_steps() if s > start]:
-        runs.best.delete(step)  # The resumed run will recreate them, identically.
-    best_step, best_dev = runs.best_step(), -math.inf
-    if best_step is not None:
-        best_dev = runs.read_meta(best_step, best=True)["dev"]["STSBenchmark"]
-    if jax.process_index() == 0:
-        rewind_metrics(workdir, start)
-        logger.info("resuming from step %d of %s", start, workdir)
-    return state, start, best_step, best_dev, meta.get("total_steps")
+def _repair(runs, workdir: str, previous, unfinished: list[str], is_main: bool, cache_dir: str) -> Optional[int]:
+    """Removes what an interrupted run left past (or superseded by) the checkpoint this run
+    resumes from, and says so in one line (recovery.py has the order of writes that makes
+    this enough). Returns the best step the resumed run starts with. Every process calls it:
+    Orbax deletes best steps collectively."""
+    start = previous.step if previous is not None else None
+    recorded_best = recovery.recorded_best(previous, runs.best.all_steps())
+    best_deleted = recovery.repair_best(runs, start, recorded_best)
+    missing_best = recorded_best is not None and recorded_best not in runs.best.all_steps()
+    if is_main:
+        dropped, torn = recovery.rewind_metrics(workdir, start or 0)
+        token_cache = cache_dir or run_folder.default_cache_dir(workdir)
+        temporaries = recovery.remove_stray_temporaries(workdir, token_cache) if jax.process_count() == 1 else []
+        line = recovery.describe(
+            workdir,
+            start,
+            best_deleted=best_deleted,
+            missing_best=recorded_best if missing_best else None,
+            metrics_dropped=dropped,
+            torn_line=torn,
+            unfinished=unfinished,
+            temporaries=temporaries,
+        )
+        if line or start is not None:
+            logger.info(line or f"resuming from step {start} of {workdir}")
+    return None if missing_best else recorded_best
 
 
 def _final_test(evaluator, params, writer, workdir: str, step: int, evaluated_step: int, *, best: bool) -> dict:
@@ -327,6 +352,11 @@ def _final_test(evaluator, params, writer, workdir: str, step: int, evaluated_st
     if jax.process_index() == 0:
         print(f"test of {label} {evaluated_step}: evaluating 7 tasks ...", file=sys.stderr, flush=True)
     results = evaluator.run(params, sts.load_suite(evaluator.sts_dir, mode="test"))
+    if jax.process_index() == 0:  # The file first: its metrics row then says both are written.
+        run_folder.write_text(
+            run_folder.path(workdir, run_folder.STS_TEST_FILE),
+            json.dumps(json_value(results), indent=2, allow_nan=False),
+        )
     writer.write(
         step,
         {
@@ -336,12 +366,15 @@ def _final_test(evaluator, params, writer, workdir: str, step: int, evaluated_st
         },
     )
     if jax.process_index() == 0:
-        run_folder.write_text(
-            run_folder.path(workdir, run_folder.STS_TEST_FILE),
-            json.dumps(json_value(results), indent=2, allow_nan=False),
-        )
         print(sts.format_table(results, title=f"STS test, {label} {evaluated_step}"), flush=True)
     return results
+
+
+def _abort(workdir: str) -> None:
+    """A second Ctrl-C: one line, then out at once (a kill the workdir is built to survive)."""
+    step = recovery.committed_step(workdir)
+    resumes = f"step {step}" if step is not None else "the start (no checkpoint yet)"
+    exit_now(f"aborted: a second Ctrl-C; rerun the same command to resume from {resumes}", EXIT_INTERRUPTED)
 
 
 def _log_rows_read(train_data) -> None:

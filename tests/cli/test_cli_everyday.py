@@ -1,11 +1,13 @@
 """The entry points as a user meets them, in subprocesses: one-line errors (exit 2) before any
-expensive work, help texts, quiet output, files others can read, Ctrl-C that saves, extending
-a finished run, and a profiler window that changes nothing.
+expensive work, refusals that leave a workdir byte for byte as it was, help texts, quiet output,
+files others can read, Ctrl-C that saves, a second Ctrl-C that aborts quietly, extending a
+finished run, and a profiler window that changes nothing.
 
 Processes run concurrently (module-scoped) to keep the wall time small on 2 cores."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -37,15 +39,16 @@ def env() -> dict:
     return environment
 
 
-def start(module: str, *arguments, umask: int = 0o022) -> subprocess.Popen:
+def start(module: str, *arguments, umask: int = 0o022, stderr=subprocess.PIPE) -> subprocess.Popen:
+    # `umask=`, not a preexec_fn: that would fork this (jax-importing, threaded) process first.
     return subprocess.Popen(
         [sys.executable, "-m", f"distilface_jax.{module}", *map(str, arguments)],
         cwd=ROOT,
         env=env(),
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=stderr,
         text=True,
-        preexec_fn=lambda: os.umask(umask),
+        umask=umask,
     )
 
 
@@ -54,8 +57,8 @@ def finish(process: subprocess.Popen, timeout: int = 400) -> tuple[int, str, str
     return process.returncode, out, err
 
 
-def train(workdir, *overrides, config="configs/tiny.py") -> subprocess.Popen:
-    return start("train", f"--config={config}", f"--workdir={workdir}", *overrides)
+def train(workdir, *overrides, config="configs/tiny.py", stderr=subprocess.PIPE) -> subprocess.Popen:
+    return start("train", f"--config={config}", f"--workdir={workdir}", *overrides, stderr=stderr)
 
 
 def mode(path: Path) -> int:
@@ -76,6 +79,9 @@ def inputs(tmp_path_factory) -> Path:
     (folder / "full_dir").mkdir()
     (folder / "full_dir" / "keep.txt").write_text("mine")
     (folder / "sentences.txt").write_text("a cat\na dog\n")
+    teacher = folder / "two_layer_teacher"  # config.json only: a check that loaded it would fail otherwise
+    teacher.mkdir()
+    (teacher / "config.json").write_text(json.dumps({"model_type": "bert", "num_hidden_layers": 2}))
     from distilface_jax.training.tiny_data import write_tiny_sts
 
     write_tiny_sts(str(folder / "sts"))
@@ -101,12 +107,58 @@ ERROR_CASES = {  # name: (module, arguments with {d} = the inputs folder, what t
     "empty training file": (
         "train",
         ["--config=configs/tiny.py", "--workdir={d}/run", "--config.data.train_file={d}/empty.txt"],
-        "empty.txt: no training sentences",
+        "empty.txt: no training sentences (the file is empty)",
     ),
     "blank training file": (
         "train",
         ["--config=configs/tiny.py", "--workdir={d}/run", "--config.data.train_file={d}/blank.txt"],
-        "blank.txt: no training sentences",
+        "blank.txt: no training sentences (the file holds only blank lines)",
+    ),
+    "fewer lines than one batch": (
+        "train",
+        ["--config=configs/tiny.py", "--workdir={d}/run", "--config.data.train_file={d}/sentences.txt"],
+        "sentences.txt: 2 sentences (non-blank lines), fewer than one global batch (--config.batch_size=32)",
+    ),
+    "sup format on a text file": (
+        "train",
+        [
+            "--config=configs/tiny.py",
+            "--workdir={d}/run",
+            "--config.data.train_file={d}/sentences.txt",
+            "--config.data.format=sup",
+        ],
+        "--config.data.format=sup reads a CSV with a header naming sent0, sent1[, hard_neg]; {d}/sentences.txt is not",
+    ),
+    "student layer out of range": (
+        "train",
+        [
+            "--config=configs/distill_minilm_l3.py",
+            "--workdir={d}/run",
+            "--config.distill.teacher={d}/two_layer_teacher",
+            "--config.data.train_file=builtin:tiny",
+            "--config.eval.sts_dir=builtin:tiny",
+        ],
+        "--config.distill.student_layers: layer 3 is out of range for the 2-layer teacher",
+    ),
+    "STS folder is a file": (
+        "train",
+        ["--config=configs/tiny.py", "--workdir={d}/run", "--config.eval.sts_dir={d}/a_file"],
+        "--config.eval.sts_dir={d}/a_file: is a file, not a folder",
+    ),
+    "evaluate step syntax": (  # checked first: the run folder does not even exist
+        "evaluate",
+        ["--workdir={d}/no_run", "--step=abc", "--sts-dir={d}/sts"],
+        "--step must be a step number or 'best', got 'abc'",
+    ),
+    "encode batch size": (  # checked first: the model folder does not exist
+        "encode",
+        ["--model=/does/not/exist", "--batch-size=0", "--input={d}/sentences.txt", "--output={d}/emb.npy"],
+        "--batch-size must be >= 1, got 0",
+    ),
+    "encode blank input": (
+        "encode",
+        ["--model=/does/not/matter", "--input={d}/blank.txt", "--output={d}/emb.npy"],
+        "blank.txt: no sentences (the file holds only blank lines)",
     ),
     "non-UTF-8 training file": (
         "train",
@@ -172,6 +224,8 @@ def error_runs(inputs):
 
 @pytest.mark.parametrize("name", list(ERROR_CASES))
 def test_user_errors_are_one_line_exit_2_before_any_work(name, error_runs, inputs):
+    """Each mistake is named before anything is written or loaded (where the check came after the
+    work, the run folder would exist, or the error would name the missing model or run folder)."""
     status, out, err = error_runs[name]
     expected = ERROR_CASES[name][2].format(d=inputs)
     lines = [line for line in err.splitlines() if line.strip()]
@@ -224,6 +278,8 @@ def test_every_option_has_help_with_its_default_and_step_best_is_explained(help_
         assert "(default:" in chunk, chunk
     step = next(chunk for chunk in chunks if chunk.startswith("--step"))
     assert "'best'" in step and "highest STS-B dev score" in " ".join(step.split())
+    flags = [chunk for chunk in chunks if chunk.startswith(("--no-progress", "--normalize", "--overwrite"))]
+    assert flags and all(chunk.rstrip().endswith("(default: off)") for chunk in flags), flags  # not "True"
 
 
 # ------------------------------------------------------------------------------ training runs
@@ -254,6 +310,7 @@ def runs(tmp_path_factory):
             "--config.checkpoint_every=100000",
         ),
     }
+    processes["aborted"] = _abort_with_two_ctrl_c(folder / "aborted")
     # Interrupt the long run as soon as it has logged two steps (it would eat the CPU otherwise).
     process, workdir = processes["interrupted"], folder / "interrupted"
     deadline = time.monotonic() + 300
@@ -265,6 +322,39 @@ def runs(tmp_path_factory):
         process.send_signal(signal.SIGINT)
     processes["interrupted"] = finish(process, timeout=120)
     return folder, processes
+
+
+def _abort_with_two_ctrl_c(workdir: Path) -> tuple[int, str, str]:
+    """A long run that gets Ctrl-C twice once a few checkpoints are saved: the first asks for a
+    save at the step's end; the second is sent while the process is stopped right after the
+    first was taken (so the two cannot merge into one, nor the save finish in between)."""
+    log = workdir.parent / "aborted.log"
+    with open(log, "w") as stderr:
+        process = train(
+            workdir,
+            "--config.max_steps=100000",
+            "--config.log_every=1",
+            "--config.eval_every=0",
+            "--config.eval.final_test=False",
+            "--config.checkpoint_every=1",
+            stderr=stderr,
+        )
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None and len(_checkpoints(workdir)) < 2:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    while time.monotonic() < deadline and process.poll() is None and "interrupt: saving" not in log.read_text():
+        time.sleep(0.002)
+    process.send_signal(signal.SIGSTOP)
+    process.send_signal(signal.SIGINT)
+    process.send_signal(signal.SIGCONT)
+    status, out, _ = finish(process, timeout=120)
+    return status, out, log.read_text()
+
+
+def _checkpoints(workdir: Path) -> list[int]:
+    folder = workdir / "checkpoints"
+    return sorted(int(name) for name in os.listdir(folder) if name.isdigit()) if folder.is_dir() else []
 
 
 @pytest.fixture(scope="module")
@@ -365,6 +455,100 @@ def test_first_ctrl_c_saves_at_the_step_boundary_and_exits_130(runs):
     step = int(match.group(1))
     assert step >= 2 and (workdir / "checkpoints" / str(step)).is_dir()
     assert max(r["step"] for r in _records(workdir)) == step  # the steps up to it were logged, none lost
+
+
+def test_second_ctrl_c_aborts_at_once_in_one_line_naming_the_step_to_resume_from(runs):
+    status, _, err = runs[1]["aborted"]
+    lines = [line.strip() for line in re.split(r"[\r\n]", err) if line.strip()]
+    workdir = runs[0] / "aborted"
+    assert status == 130, err[-3000:]
+    match = re.fullmatch(r"aborted: a second Ctrl-C; rerun the same command to resume from step (\d+)", lines[-1])
+    assert match, err[-3000:]
+    assert "Traceback" not in err and "Event loop is closed" not in err and "Exception" not in err, err[-3000:]
+    assert int(match.group(1)) == max(_checkpoints(workdir)) >= 2  # the checkpoint a rerun resumes from
+
+
+# ------------------------------------------------------------------------------ refusals change nothing
+
+
+def tree_state(folder: Path) -> dict:
+    """Every entry under `folder`: its content's hash (files), and its modification time."""
+    state = {}
+    for path in sorted(folder.rglob("*")):
+        content = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "folder"
+        state[str(path.relative_to(folder))] = (content, path.stat().st_mtime_ns)
+    return state
+
+
+REFUSALS = {  # name: (arguments, exit status, what the one line says)
+    "contradicting config": (
+        ["--config.batch_size=16"],
+        1,
+        "batch_size: checkpoint has 32, config has 16",
+    ),
+    "another recipe": (
+        [
+            "--config=configs/distill_minilm_l3.py",
+            "--config.data.train_file=builtin:tiny",
+            "--config.eval.sts_dir=builtin:tiny",
+        ],
+        1,
+        "holds a SimCSE run and this config is distillation from sentence-transformers/all-MiniLM-L6-v2; "
+        "nothing was changed. Use a new --workdir",
+    ),
+    "longer run without extend": (
+        ["--config.max_steps=12"],
+        1,
+        "is a run of another length (max_steps: checkpoint has 8, config has 12); nothing was changed. "
+        "To continue it to the new length, pass --config.extend=True",
+    ),
+    "bad input": (
+        ["--config.eval.sts_dir=/does/not/exist"],
+        2,
+        "--config.eval.sts_dir=/does/not/exist: no such folder",
+    ),
+    # Found only once the model and data are read (its tokenizer has a word more than the
+    # checkpoint's embeddings): refused before the token cache or anything else is written.
+    "changed vocabulary": (
+        [],
+        1,
+        "model shape vocab_size: checkpoint has",
+    ),
+}
+PREPARE = {"changed vocabulary": lambda workdir: _append(workdir / "builtin" / "vocab.txt", "zebra\n")}
+
+
+def _append(path: Path, text: str) -> None:
+    with open(path, "a") as handle:
+        handle.write(text)
+
+
+@pytest.fixture(scope="module")
+def refusals(base_run, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("refusals")
+    before, processes = {}, {}
+    for name, (arguments, _, _) in REFUSALS.items():
+        workdir = folder / name.replace(" ", "_")
+        shutil.copytree(base_run[0], workdir)
+        PREPARE.get(name, lambda _: None)(workdir)
+        before[name] = tree_state(workdir)
+        config = next((a.split("=", 1)[1] for a in arguments if a.startswith("--config=")), "configs/tiny.py")
+        overrides = [a for a in arguments if not a.startswith("--config=")]
+        keys = {a.split("=", 1)[0] for a in overrides}
+        processes[name] = train(workdir, *[a for a in TINY if a.split("=")[0] not in keys], *overrides, config=config)
+    return {
+        name: (*finish(process), before[name], tree_state(folder / name.replace(" ", "_")))
+        for name, process in processes.items()
+    }
+
+
+@pytest.mark.parametrize("name", list(REFUSALS))
+def test_a_refused_run_leaves_the_workdir_byte_for_byte_as_it_was(name, refusals):
+    status, _, err, before, after = refusals[name]
+    _, expected_status, expected = REFUSALS[name]
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert status == expected_status and len(lines) == 1 and expected in lines[0], err[-3000:]
+    assert after == before  # not a file added, removed, rewritten or touched
 
 
 def test_extending_a_finished_run_needs_extend_and_replans_the_schedule(base_run, tmp_path):

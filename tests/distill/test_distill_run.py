@@ -55,7 +55,7 @@ def distill_config(teacher_dir, corpus, cache_dir, **overrides):
     config.model.name_or_path = ""
     config.model.pooler = "avg"
     config.data.train_file = str(corpus)
-    config.data.cache_dir = str(cache_dir)
+    config.data.cache_dir = str(cache_dir) if cache_dir else ""
     config.data.max_seq_length = 16
     config.eval.sts_dir = BUILTIN_TINY
     config.eval.batch_size = 32
@@ -138,6 +138,34 @@ def test_interrupted_run_resumes_bit_identical_and_the_teacher_runs_once(
 
     assert len({key(normalize=True), key(normalize=False), key(normalize=True, max_length=8)}) == 3
     assert key(normalize=True) == key(normalize=True)
+
+
+def test_teacher_cache_is_shared_by_new_workdirs_and_old_workdirs_read_theirs(
+    teacher_dir, corpus, tmp_path, monkeypatch, count_teacher_runs
+):
+    """Without data.cache_dir, the teacher's embeddings go to the user's cache folder: a second
+    workdir with the same teacher and corpus runs no teacher pass. A workdir of earlier code,
+    whose embeddings are in WORKDIR/cache, still reads them there."""
+    monkeypatch.setenv(teacher_lib.CACHE_ENVIRONMENT, str(tmp_path / "user_cache"))
+    config = distill_config(teacher_dir, corpus, "", max_steps=2, eval_every=0)
+    first, second = tmp_path / "first", tmp_path / "second"
+    trainer.train_and_evaluate(config, str(first))
+    assert count_teacher_runs == [CORPUS_LINES]
+    cached = list((tmp_path / "user_cache").glob("teacher.*.npy"))
+    assert len(cached) == 1 and not list(first.rglob("teacher.*.npy"))
+    trainer.train_and_evaluate(config, str(second))
+    assert count_teacher_runs == [CORPUS_LINES]  # no teacher pass for the second workdir
+    cached[0].rename(first / "cache" / cached[0].name)  # where earlier code kept it
+    monkeypatch.setenv(teacher_lib.CACHE_ENVIRONMENT, str(tmp_path / "empty_user_cache"))
+    config.max_steps = 4
+    config.extend = True
+    trainer.train_and_evaluate(config, str(first))  # resumes, extended by two steps
+    assert count_teacher_runs == [CORPUS_LINES]
+    assert teacher_lib.cache_folder("") == str(tmp_path / "empty_user_cache")
+    monkeypatch.delenv(teacher_lib.CACHE_ENVIRONMENT)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert teacher_lib.cache_folder("") == str(tmp_path / "xdg" / "distilface_jax")
+    assert teacher_lib.cache_folder("/elsewhere") == "/elsewhere"
 
 
 def test_export_loads_in_sentence_transformers_with_the_embeddings_of_encode(uninterrupted, tmp_path):

@@ -130,3 +130,26 @@ def test_two_processes_each_embed_half_and_both_hold_the_whole_table(teacher_dir
     for process in range(2):
         np.testing.assert_allclose(np.load(tmp_path / f"out{process}.npy"), reference, atol=2e-5)
         np.testing.assert_allclose(np.load(tmp_path / f"host{process}" / "teacher.npy"), reference, atol=2e-5)
+
+
+def test_cache_write_removes_only_abandoned_temporary_files(tmp_path):
+    """A cache write killed before its rename leaves `.teacher.*.tmp-*`; the next write in the
+    (possibly shared) folder deletes such files once they are an hour old, never a fresh one
+    (another run may be writing it), and never a finished cache file."""
+    import types
+
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    abandoned, writing = folder / ".teacher.a.npy.tmp-x1", folder / ".teacher.b.npy.tmp-x2"
+    finished = folder / "teacher.c.npy"
+    for path in (abandoned, writing, finished):
+        path.write_bytes(b"")
+    two_hours_ago = os.path.getmtime(abandoned) - 7200
+    os.utime(abandoned, (two_hours_ago, two_hours_ago))
+    os.utime(finished, (two_hours_ago, two_hours_ago))
+    teacher = types.SimpleNamespace(width=4)
+    embeddings, hit = teacher_lib.cached_embeddings(
+        teacher, ["a", "b"], str(folder / "teacher.d.npy"), compute=lambda t, s: np.ones((len(s), 4))
+    )
+    assert not hit and embeddings.shape == (2, 4)
+    assert sorted(p.name for p in folder.iterdir()) == sorted([writing.name, finished.name, "teacher.d.npy"])

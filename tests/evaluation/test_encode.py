@@ -112,9 +112,12 @@ def test_cli_bad_inputs_fail_cleanly(case, tiny_distilbert_dir, tmp_path, capsys
     error = capsys.readouterr().err
     assert status == 2
     assert error.startswith("error: ") and len(error.strip().splitlines()) == 1, error
-    assert {"empty": "empty", "blank_only": "empty", "missing": "no such file", "bad_model": "config.json"}[
-        case
-    ] in error
+    assert {
+        "empty": "is empty",
+        "blank_only": "only blank lines",
+        "missing": "no such file",
+        "bad_model": "config.json",
+    }[case] in error
     assert not output.exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.npy")] == []
 

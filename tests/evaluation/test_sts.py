@@ -306,7 +306,7 @@ def test_missing_sts_dir_says_how_to_download(tmp_path):
 
 def test_cli_prints_table_and_writes_json(data, monkeypatch, capsys):
     root, truth = data
-    monkeypatch.setattr(evaluate, "_load_embed_fn", lambda args: angle_embed)
+    monkeypatch.setattr(evaluate, "_load_embed_fn", lambda args: (angle_embed, args.model))
     out = root / "results" / "r.json"
     assert (
         evaluate.main(
@@ -315,7 +315,7 @@ def test_cli_prints_table_and_writes_json(data, monkeypatch, capsys):
         == 0
     )
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == "STS test"  # the table says what it is
+    assert lines[0] == "STS test, unused"  # the table says what it is, of which model
     header = lines[2]
     assert [cell.strip() for cell in header.strip("|").split("|")] == ["STS12", "STSBenchmark", "Avg."]
     written = json.loads(out.read_text())

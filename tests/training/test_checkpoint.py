@@ -151,7 +151,8 @@ def test_contradicting_config_is_refused_and_nothing_changes(uninterrupted_dir, 
     assert "batch_size: checkpoint has 32, config has 16" in result.stderr
     assert "data.max_seq_length: checkpoint has 32, config has 16" in result.stderr
     assert "data.train_file: checkpoint has 'builtin:tiny', config has" in result.stderr
-    assert "model shape dim: checkpoint has 32, now 48" in result.stderr
+    # Refused from the config alone, before the model is built: the key that changes its shape.
+    assert "model.tiny.hidden_size: checkpoint has 32, config has 48" in result.stderr
     assert (sorted(os.listdir(workdir / "checkpoints")), (workdir / "metrics.jsonl").read_text()) == before
 
 

@@ -47,7 +47,7 @@ def test_unsupervised_skips_and_counts_blank_lines(tmp_path, tokenizer):
 
 def test_tiny_corpus_blank_lines_counted_and_long_lines_truncated(tmp_path, tokenizer):
     path = str(tmp_path / "corpus.txt")
-    sentences = tiny_data.write_tiny_corpus(path, num_sentences=500, seed=3)
+    sentences = tiny_data.write_tiny_corpus(path, num_sentences=500, seed=3, blank_lines=True)
     blanks = sum(1 for line in open(path, encoding="utf-8").read().split("\n")[:-1] if not line.strip())
     assert blanks > 0
     d = data.load_unsupervised(path, tokenizer, global_batch_size=64)

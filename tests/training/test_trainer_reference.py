@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import ROOT
+from helpers import ROOT, config_from_flags
 
 BATCH = 8  # = rows of the file = one global batch, one example per simulated device
 STEPS = 5
@@ -63,20 +63,6 @@ DEFAULTS = {
     "loss.hard_negative_weight": 0.0,
 }
 LOSS_RTOL, PARAM_ATOL = 1e-5, 2e-6  # measured gaps: 4e-7 (relative), 2.4e-7 (absolute)
-
-
-def parse_like_the_cli(argv: list[str]):
-    """The config exactly as `python -m distilface_jax.train` builds it from its flags."""
-    from absl import flags
-    from ml_collections import config_flags
-
-    flag_values = flags.FlagValues()
-    # train.py's definition; `sys_argv` stands for the command line the overrides are read from.
-    config_flags.DEFINE_config_file(
-        "config", None, "", flag_values=flag_values, lock_config=True, sys_argv=["train", *argv]
-    )
-    flag_values(["train", *argv])
-    return flag_values.config
 
 
 # ----------------------------------------------------------------------------- reference (no project code)
@@ -174,7 +160,7 @@ def run(scaled_bert_dir, tmp_path_factory):
         "eval.final_test": False,
         "checkpoint_every": STEPS,
     }
-    config = parse_like_the_cli(
+    config = config_from_flags(
         [
             f"--config={ROOT / 'configs' / 'sup_bert.py'}",
             *(f"--config.{key}={value}" for key, value in overrides.items()),

@@ -159,6 +159,7 @@ def _rerun(argv: list[str]) -> None:
     points_file, report_file, *roots = argv[:split]
     config = config_from_flags(argv[split + 1 :])
     roots = [Path(root) for root in roots]
+    from distilface_jax import recipes
     from distilface_jax.cli.policy import configure_output
     from distilface_jax.training import trainer
 
@@ -174,7 +175,7 @@ def _rerun(argv: list[str]) -> None:
         lines.clear()
         start = time.perf_counter()
         try:
-            outcome = trainer.train_and_evaluate(config, str(roots[0]))
+            outcome = trainer.train_and_evaluate(config, str(roots[0]), recipes.for_config(config))
             result = {"final_step": outcome.final_step, **ending(roots[0])}
         except BaseException:  # Any failure is the test's finding, reported with the rest.
             result = {"error": traceback.format_exc()}
@@ -186,7 +187,7 @@ def _build_steps_once() -> None:
     """Every rerun builds the same jitted step (a pure function of the config): built once and
     reused, the reruns skip re-tracing it; everything the crash consistency rests on still runs."""
     from distilface_jax.distill import run as distill_run
-    from distilface_jax.training import trainer
+    from distilface_jax.training import simcse
 
     def once(build):
         built = {}
@@ -200,7 +201,7 @@ def _build_steps_once() -> None:
 
         return cached
 
-    trainer._build_step = once(trainer._build_step)
+    simcse.build_step = once(simcse.build_step)
     distill_run.Distiller.make_step = once(distill_run.Distiller.make_step)
 
 

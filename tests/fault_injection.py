@@ -205,9 +205,12 @@ def _build_steps_once() -> None:
     distill_run.Distiller.make_step = once(distill_run.Distiller.make_step)
 
 
+TIMINGS = ("sentences_per_second", "data_wait_ms")  # metrics rows' timings: no two runs share them
+
+
 def ending(workdir: Path) -> dict:
     """What a finished run left: a digest of its latest parameters, sts_test.json, the metrics rows
-    (without throughput, which is timing), the best steps, and any temporary file or folder."""
+    (without throughput and data wait, which are timings), the best steps, and any temporary file or folder."""
     import hashlib
     import json
 
@@ -224,7 +227,7 @@ def ending(workdir: Path) -> dict:
     return {
         "params": digest.hexdigest(),
         "sts_test": json.loads((workdir / "sts_test.json").read_text()),
-        "metrics": [{k: v for k, v in row.items() if k != "sentences_per_second"} for row in rows],
+        "metrics": [{k: v for k, v in row.items() if k not in TIMINGS} for row in rows],
         "best": sorted(os.listdir(workdir / "best")),
         "litter": sorted(
             str(path.relative_to(workdir))

@@ -18,8 +18,9 @@ import warnings
 from pathlib import Path
 from typing import Callable
 
+from distilface_jax.training.interrupts import EXIT_INTERRUPTED  # noqa: F401  (re-exported: train.py, the CLIs)
+
 EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a Ctrl-C'd program.
 VERBOSITY_HELP = "0: the program's own lines only; 1: also library warnings; 2: also library info lines"
 
 

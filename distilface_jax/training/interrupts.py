@@ -14,6 +14,8 @@ import signal
 import sys
 from typing import Callable, Optional
 
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a Ctrl-C'd program.
+
 
 class StopSignals:
     """Installed for the duration of the loop (`restore()` puts the previous handlers back).

@@ -21,7 +21,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from distilface_jax import run_folder, run_record
-from distilface_jax.cli.policy import EXIT_INTERRUPTED
 from distilface_jax.config import keys
 from distilface_jax.config.keys import Config
 from distilface_jax.evaluation import sts
@@ -39,7 +38,7 @@ from distilface_jax.training import (
     store_data,
     tiny_data,
 )
-from distilface_jax.training.interrupts import StopSignals, exit_now
+from distilface_jax.training.interrupts import EXIT_INTERRUPTED, StopSignals, exit_now
 from distilface_jax.training.metrics import MetricsWriter, json_value, read_metrics
 from distilface_jax.training.optimizer import OptimizerSettings, make_optimizer
 from distilface_jax.training.progress import StepProgress

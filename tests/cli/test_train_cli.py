@@ -165,7 +165,7 @@ def test_train_hands_the_loop_the_recipe_its_config_asks_for(tmp_path, monkeypat
 
     monkeypatch.setattr(trainer, "train_and_evaluate", loop)
     corpus = tmp_path / "corpus.txt"
-    corpus.write_text("a cat sat\na dog ran\n")
+    corpus.write_text("".join(f"a cat sat on mat {i}\n" for i in range(80)))  # >= one global batch
     for name in ("distill_minilm_l3", "tiny"):
         train.FLAGS.unparse_flags()
         train.FLAGS(["train", f"--config={ROOT / 'configs' / name}.py", f"--workdir={tmp_path / 'run'}"])

@@ -149,17 +149,17 @@ def test_teacher_cache_is_shared_by_new_workdirs_and_old_workdirs_read_theirs(
     monkeypatch.setenv(teacher_lib.CACHE_ENVIRONMENT, str(tmp_path / "user_cache"))
     config = distill_config(teacher_dir, corpus, "", max_steps=2, eval_every=0)
     first, second = tmp_path / "first", tmp_path / "second"
-    trainer.train_and_evaluate(config, str(first))
+    trainer.train_and_evaluate(config, str(first), recipes.for_config(config))
     assert count_teacher_runs == [CORPUS_LINES]
     cached = list((tmp_path / "user_cache").glob("teacher.*.npy"))
     assert len(cached) == 1 and not list(first.rglob("teacher.*.npy"))
-    trainer.train_and_evaluate(config, str(second))
+    trainer.train_and_evaluate(config, str(second), recipes.for_config(config))
     assert count_teacher_runs == [CORPUS_LINES]  # no teacher pass for the second workdir
     cached[0].rename(first / "cache" / cached[0].name)  # where earlier code kept it
     monkeypatch.setenv(teacher_lib.CACHE_ENVIRONMENT, str(tmp_path / "empty_user_cache"))
     config.max_steps = 4
     config.extend = True
-    trainer.train_and_evaluate(config, str(first))  # resumes, extended by two steps
+    trainer.train_and_evaluate(config, str(first), recipes.for_config(config))  # resumes, extended by two steps
     assert count_teacher_runs == [CORPUS_LINES]
     assert teacher_lib.cache_folder("") == str(tmp_path / "empty_user_cache")
     monkeypatch.delenv(teacher_lib.CACHE_ENVIRONMENT)

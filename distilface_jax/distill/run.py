@@ -32,7 +32,10 @@ import numpy as np
 
 from distilface_jax import run_folder, run_record
 from distilface_jax.config import keys
-from distilface_jax.config.base import distill_block  # noqa: F401  (declared with every key; configs import it here)
+from distilface_jax.config.base import (
+    BUILTIN_TINY,
+    distill_block,  # noqa: F401  (declared with every key; configs import it here)
+)
 from distilface_jax.config.keys import Config
 from distilface_jax.distill import student as student_lib, teacher as teacher_lib
 from distilface_jax.distill.step import (
@@ -135,9 +138,12 @@ def _read_corpus(train_file: str):
     return source, views[0]
 
 
-def check_corpus(config: Config, workdir: str) -> None:
-    """An empty corpus is one clear error, before any model is loaded."""
-    train_file = tiny_data.resolve_builtin(config.data.train_file, workdir, "corpus")
+def check_corpus(config: Config) -> None:
+    """An empty corpus is one clear error, before any model is loaded (and before anything is
+    written: the generated `builtin:tiny` corpus, never empty, is not generated for this)."""
+    train_file = config.data.train_file
+    if train_file == BUILTIN_TINY:
+        return
     path = os.path.expanduser(train_file)
     if os.path.isfile(path):
         with open(path, encoding="utf-8", errors="replace") as handle:
@@ -156,7 +162,7 @@ def prepare(config: Config, workdir: str) -> Distiller:
     """Teacher and student of a distillation config, both checked; errors name the setting.
     Writes nothing: a refused run must leave the workdir as it was."""
     distill = config.distill
-    check_corpus(config, workdir)
+    check_corpus(config)
     teacher = teacher_lib.load_teacher(
         distill.teacher,
         pooler=distill.teacher_pooler,

@@ -91,39 +91,39 @@ def inputs(tmp_path_factory) -> Path:
 ERROR_CASES = {  # name: (module, arguments with {d} = the inputs folder, what the one line must say)
     "misspelt key": (
         "train",
-        ["--config=configs/tiny.py", "--workdir={d}/run", "--config.batch_sise=16"],
+        ["--config=configs/tiny.py", "--workdir={run}", "--config.batch_sise=16"],
         "--config.batch_sise: no such config key; did you mean --config.batch_size?",
     ),
     "misspelt config path": (
         "train",
-        ["--config=configs/tny.py", "--workdir={d}/run"],
+        ["--config=configs/tny.py", "--workdir={run}"],
         "--config configs/tny.py: no such file",
     ),
     "bad value": (
         "train",
-        ["--config=configs/tiny.py", "--workdir={d}/run", "--config.batch_size=3x"],
+        ["--config=configs/tiny.py", "--workdir={run}", "--config.batch_size=3x"],
         "--config.batch_size=3x: expected int",
     ),
     "empty training file": (
         "train",
-        ["--config=configs/tiny.py", "--workdir={d}/run", "--config.data.train_file={d}/empty.txt"],
+        ["--config=configs/tiny.py", "--workdir={run}", "--config.data.train_file={d}/empty.txt"],
         "empty.txt: no training sentences (the file is empty)",
     ),
     "blank training file": (
         "train",
-        ["--config=configs/tiny.py", "--workdir={d}/run", "--config.data.train_file={d}/blank.txt"],
+        ["--config=configs/tiny.py", "--workdir={run}", "--config.data.train_file={d}/blank.txt"],
         "blank.txt: no training sentences (the file holds only blank lines)",
     ),
     "fewer lines than one batch": (
         "train",
-        ["--config=configs/tiny.py", "--workdir={d}/run", "--config.data.train_file={d}/sentences.txt"],
+        ["--config=configs/tiny.py", "--workdir={run}", "--config.data.train_file={d}/sentences.txt"],
         "sentences.txt: 2 sentences (non-blank lines), fewer than one global batch (--config.batch_size=32)",
     ),
     "sup format on a text file": (
         "train",
         [
             "--config=configs/tiny.py",
-            "--workdir={d}/run",
+            "--workdir={run}",
             "--config.data.train_file={d}/sentences.txt",
             "--config.data.format=sup",
         ],
@@ -133,7 +133,7 @@ ERROR_CASES = {  # name: (module, arguments with {d} = the inputs folder, what t
         "train",
         [
             "--config=configs/distill_minilm_l3.py",
-            "--workdir={d}/run",
+            "--workdir={run}",
             "--config.distill.teacher={d}/two_layer_teacher",
             "--config.data.train_file=builtin:tiny",
             "--config.eval.sts_dir=builtin:tiny",
@@ -142,7 +142,7 @@ ERROR_CASES = {  # name: (module, arguments with {d} = the inputs folder, what t
     ),
     "STS folder is a file": (
         "train",
-        ["--config=configs/tiny.py", "--workdir={d}/run", "--config.eval.sts_dir={d}/a_file"],
+        ["--config=configs/tiny.py", "--workdir={run}", "--config.eval.sts_dir={d}/a_file"],
         "--config.eval.sts_dir={d}/a_file: is a file, not a folder",
     ),
     "evaluate step syntax": (  # checked first: the run folder does not even exist
@@ -162,12 +162,12 @@ ERROR_CASES = {  # name: (module, arguments with {d} = the inputs folder, what t
     ),
     "non-UTF-8 training file": (
         "train",
-        ["--config=configs/tiny.py", "--workdir={d}/run", "--config.data.train_file={d}/latin1.txt"],
+        ["--config=configs/tiny.py", "--workdir={run}", "--config.data.train_file={d}/latin1.txt"],
         "latin1.txt: line 2: not UTF-8 (byte 0xe9)",
     ),
     "missing STS folder": (
         "train",
-        ["--config=configs/tiny.py", "--workdir={d}/run", "--config.eval.sts_dir={d}/no_sts"],
+        ["--config=configs/tiny.py", "--workdir={run}", "--config.eval.sts_dir={d}/no_sts"],
         "--config.eval.sts_dir={d}/no_sts: no such",
     ),
     "workdir is a file": (
@@ -177,7 +177,7 @@ ERROR_CASES = {  # name: (module, arguments with {d} = the inputs folder, what t
     ),
     "missing model folder": (
         "train",
-        ["--config=configs/tiny.py", "--workdir={d}/run", "--config.model.name_or_path=/does/not/exist"],
+        ["--config=configs/tiny.py", "--workdir={run}", "--config.model.name_or_path=/does/not/exist"],
         "/does/not/exist: no such folder",
     ),
     "encode output is a folder": (
@@ -197,7 +197,7 @@ ERROR_CASES = {  # name: (module, arguments with {d} = the inputs folder, what t
     ),
     "export non-empty out": (
         "export",
-        ["--workdir={d}/run", "--out={d}/full_dir"],
+        ["--workdir={run}", "--out={d}/full_dir"],
         "--out {d}/full_dir: folder exists and is not empty (pass --overwrite",
     ),
     "export missing workdir": (
@@ -216,10 +216,14 @@ ERROR_CASES = {  # name: (module, arguments with {d} = the inputs folder, what t
 @pytest.fixture(scope="module")
 def error_runs(inputs):
     processes = {
-        name: start(module, *[a.format(d=inputs) for a in arguments])
+        name: start(module, *[a.format(d=inputs, run=_case_workdir(inputs, name)) for a in arguments])
         for name, (module, arguments, _) in ERROR_CASES.items()
     }
     return {name: finish(process, timeout=300) for name, process in processes.items()}
+
+
+def _case_workdir(inputs: Path, name: str) -> Path:
+    return inputs / "runs" / name.replace(" ", "_")
 
 
 @pytest.mark.parametrize("name", list(ERROR_CASES))
@@ -231,7 +235,7 @@ def test_user_errors_are_one_line_exit_2_before_any_work(name, error_runs, input
     lines = [line for line in err.splitlines() if line.strip()]
     assert status == 2, err[-3000:]
     assert lines == [lines[0]] and lines[0].startswith("error: ") and expected in lines[0], err[-3000:]
-    assert not (inputs / "run").exists() and not (inputs / "new_out").exists()  # nothing written
+    assert not _case_workdir(inputs, name).exists() and not (inputs / "new_out").exists()  # nothing written
     assert "config_config" not in err and "Traceback" not in err
 
 

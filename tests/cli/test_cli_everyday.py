@@ -82,6 +82,9 @@ def inputs(tmp_path_factory) -> Path:
     teacher = folder / "two_layer_teacher"  # config.json only: a check that loaded it would fail otherwise
     teacher.mkdir()
     (teacher / "config.json").write_text(json.dumps({"model_type": "bert", "num_hidden_layers": 2}))
+    broken = folder / "broken_teacher"  # its layers fit the config's cut; it fails only when loaded
+    broken.mkdir()
+    (broken / "config.json").write_text(json.dumps({"model_type": "bert", "num_hidden_layers": 6}))
     from distilface_jax.training.tiny_data import write_tiny_sts
 
     write_tiny_sts(str(folder / "sts"))
@@ -139,6 +142,17 @@ ERROR_CASES = {  # name: (module, arguments with {d} = the inputs folder, what t
             "--config.eval.sts_dir=builtin:tiny",
         ],
         "--config.distill.student_layers: layer 3 is out of range for the 2-layer teacher",
+    ),
+    "teacher fails to load": (  # found only when loaded: still nothing written before
+        "train",
+        [
+            "--config=configs/distill_minilm_l3.py",
+            "--workdir={run}",
+            "--config.distill.teacher={d}/broken_teacher",
+            "--config.data.train_file=builtin:tiny",
+            "--config.eval.sts_dir=builtin:tiny",
+        ],
+        "error: teacher: {d}/broken_teacher",
     ),
     "STS folder is a file": (
         "train",

@@ -28,7 +28,7 @@ def test_distillation_killed_anywhere_resumes_to_the_uninterrupted_result(tmp_pa
     corpus = write_corpus(tmp_path / "corpus.txt")
     flags = [
         f"--config={ROOT / 'configs' / 'distill_minilm_l3.py'}",
-        "--config.max_steps=6",
+        "--config.max_steps=4",
         "--config.log_every=1",
         "--config.eval_every=2",
         "--config.checkpoint_every=2",
@@ -53,5 +53,5 @@ def test_distillation_killed_anywhere_resumes_to_the_uninterrupted_result(tmp_pa
     assert any(e.startswith("rename 1:.teacher.") for e in events), events  # the teacher cache's commit
     assert any(e.startswith("create 1:.teacher.") for e in events), events  # ... and its half-written file
     assert any(e.startswith("rename 0:.distill.json") for e in events), events
-    fault_injection.check_every_rerun(report, reference, total_steps=6)
+    fault_injection.check_every_rerun(report, reference, total_steps=4)
     print(f"distillation: {len(points)} kill points, reruns {sum(r['seconds'] for r in report):.0f} s")

@@ -12,7 +12,8 @@ import re
 import fault_injection
 from helpers import ROOT
 
-# Four steps, a dev evaluation and a checkpoint after each (seed 0: best at steps 1 and 2, lower after).
+# Four steps, a dev evaluation and a checkpoint after each (seed 0: best at steps 1 and 2, lower after;
+# the curve depends on the step count, which plans the learning-rate schedule).
 SIMCSE = [
     f"--config={ROOT / 'configs' / 'tiny.py'}",
     "--config.max_steps=4",

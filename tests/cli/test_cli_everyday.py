@@ -440,8 +440,10 @@ def test_written_files_respect_the_umask(base_run, shared_files):
     assert {str(path): oct(mode(path)) for path in folders if mode(path) != 0o755} == {}
 
 
-def test_export_and_encode_print_only_their_result_line(shared_files):
+def test_export_and_encode_print_only_their_result_line(shared_files, base_run):
     _, results = shared_files
+    # evaluate's table says which checkpoint it scored (the latest, without --step).
+    assert results["evaluate"][1].splitlines()[0] == f"STS test, step 8 of {base_run[0]}"
     export_lines = [line for line in results["export"][2].splitlines() if line.strip()]
     assert len(export_lines) == 1 and export_lines[0].startswith("exported step "), export_lines
     encode_lines = [line for line in re.split(r"[\r\n]", results["encode"][2]) if line.strip()]

@@ -299,6 +299,9 @@ def test_bad_input_names_file_and_line(data, case):
 def test_missing_sts_dir_says_how_to_download(tmp_path):
     with pytest.raises(sts.StsDataError, match=r"nowhere.*launch/download_senteval_sts\.sh"):
         sts.load_suite(tmp_path / "nowhere")
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(sts.StsDataError, match=r"a_file is a file, not a folder"):
+        sts.load_suite(tmp_path / "a_file")
 
 
 # ----------------------------------------------------------------------------- CLI (no model)

@@ -70,6 +70,32 @@ def _epochs(value, config: Config) -> Optional[str]:
     return None if config.max_steps != 0 or value >= 1 else "must be >= 1 when max_steps is 0"
 
 
+def _positive(value, config: Config) -> Optional[str]:
+    return None if value > 0 else "must be > 0"
+
+
+def _needs_cut_student(value, config: Config) -> Optional[str]:
+    """Token-level targets need the student's tokens and layers to be the teacher's own."""
+    if value < 0:
+        return "must be >= 0"
+    if value and not config.distill.get("student_layers"):
+        return (
+            "needs a student cut from the teacher (distill.student_layers), whose tokens and layers are the teacher's"
+        )
+    return None
+
+
+def _needs_cached_contrastive(value, config: Config) -> Optional[str]:
+    """The queue holds past batches' cached teacher embeddings: negatives of the InfoNCE term."""
+    if value < 0:
+        return "must be >= 0"
+    if value and not config.distill.get("contrastive_weight"):
+        return "adds negatives to the InfoNCE term: set distill.contrastive_weight > 0"
+    if value and config.distill.get("teacher_in_step"):
+        return "reads past batches from the cached teacher embeddings: not with distill.teacher_in_step"
+    return None
+
+
 _TINY = "builtin:tiny model only: "
 _DISTILL = "distillation: "
 
@@ -244,6 +270,42 @@ DISTILL_KEYS: tuple[Key, ...] = (
         _DISTILL + "weight of InfoNCE, student vs every teacher embedding of the batch",
     ),
     Key("distill.temperature", 0.05, _DISTILL + "temperature of that InfoNCE term"),
+    Key(
+        "distill.queue_steps",
+        0,
+        _DISTILL + "InfoNCE also against the teacher embeddings of the K previous batches",
+        _needs_cached_contrastive,
+    ),
+    Key(
+        "distill.relational_weight",
+        0.0,
+        _DISTILL + "weight of KL(teacher || student) of in-batch similarities (global batch)",
+        at_least(0),
+    ),
+    Key(
+        "distill.relational_temperature",
+        0.05,
+        _DISTILL + "temperature of those in-batch similarity distributions",
+        _positive,
+    ),
+    Key(
+        "distill.hidden_weight",
+        0.0,
+        _DISTILL + "weight of hidden-state distillation, student layer i to its teacher layer",
+        _needs_cut_student,
+    ),
+    Key(
+        "distill.hidden_loss",
+        "cosine",
+        _DISTILL + "hidden-state loss per token: cosine (DistilBERT) or mse",
+        one_of(("cosine", "mse")),
+    ),
+    Key(
+        "distill.attention_weight",
+        0.0,
+        _DISTILL + "weight of MiniLM attention + value relations of the last layer",
+        _needs_cut_student,
+    ),
     Key(
         "distill.teacher_batch_size",
         128,

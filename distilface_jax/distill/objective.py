@@ -17,6 +17,18 @@ leading dimensions d_m with weights w_m, student and teacher embeddings truncate
 (sentence-transformers' MatryoshkaLoss around MSELoss truncates the labels the same way):
     L = Σ_m w_m · (L_mse + w · L_con)(s[:, :d_m], t[:, :d_m])
 
+Queue (`distill.queue_steps` = K): the InfoNCE candidates also hold the teacher embeddings
+of the K previous global batches, as negatives only (q_k, masked while fewer than K batches
+have passed):
+    L_con = −1/B Σ_i log( exp(cos(s_i, t_i)/τ) / (Σ_j exp(cos(s_i, t_j)/τ) + Σ_k exp(cos(s_i, q_k)/τ)) )
+MoCo keeps its queue as training state because its key encoder moves; a distillation teacher is
+frozen, so the queue is a function of the data order alone: the data hands it over with each
+batch (`distill/queue.py`), which keeps resume bit-identical with nothing added to the checkpoint.
+
+The relational, hidden-state and attention-relation terms (`relations.py`) add
+    L += w_rel · L_rel + w_hid · L_hid + w_att · L_att
+once, at the full width (not per Matryoshka dimension).
+
 Sharding: every term is a sum over anchors, so each device sums its local rows (against the
 all-gathered teacher embeddings for L_con), the sums are psum-ed, and `finalize` divides by
 the global counts. The result is the loss of the global batch, whatever the device count.
@@ -27,6 +39,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from distilface_jax.distill.relations import MASKED_LOGIT
 from distilface_jax.training import losses, matryoshka
 
 Array = jax.Array
@@ -40,6 +53,8 @@ def distill_sums(
     anchor_offset: int | Array = 0,
     temperature: float = 0.05,
     contrastive_weight: float = 0.0,
+    queue: Array | None = None,
+    queue_valid: Array | None = None,
 ) -> dict[str, Array]:
     """Psum-able sums for b local rows.
 
@@ -49,6 +64,8 @@ def distill_sums(
       t_local: [b, D] the teacher embeddings of the same rows.
       t_global: [B, D] all teacher embeddings of the global batch (needed only when
         contrastive_weight > 0; None otherwise).
+      queue: [Q, D] teacher embeddings of past batches, extra InfoNCE negatives; queue_valid
+        [Q] bool, False for slots no batch has filled yet.
     """
     s_local = s_local.astype(jnp.float32)
     t_local = jax.lax.stop_gradient(t_local.astype(jnp.float32))
@@ -60,12 +77,29 @@ def distill_sums(
         "num_values": jnp.asarray(s_local.size, jnp.float32),
         "teacher_cosine": cosine,
     }
-    if contrastive_weight:
+    if contrastive_weight and queue is not None:
+        sums.update(_queued_infonce(s_local, t_global, queue, queue_valid, anchor_offset, temperature))
+    elif contrastive_weight:
         _, contrastive = losses.simcse_loss_local(
             s_local, jax.lax.stop_gradient(t_global), anchor_offset=anchor_offset, temperature=temperature
         )
         sums.update(contrastive_loss=contrastive["loss"], correct=contrastive["correct"])
     return sums
+
+
+def _queued_infonce(s_local, t_global, queue, queue_valid, anchor_offset, temperature) -> dict[str, Array]:
+    """Σ_i of InfoNCE with candidates [t_global; queue]: [b, D], [B, D], [Q, D], [Q] → sums."""
+    b, B = s_local.shape[0], t_global.shape[0]
+    candidates = jax.lax.stop_gradient(jnp.concatenate([t_global, queue.astype(t_global.dtype)], axis=0))  # [B+Q, D]
+    valid = jnp.concatenate([jnp.ones((B,), jnp.bool_), queue_valid.astype(jnp.bool_)])  # [B+Q]
+    logits = losses.cosine_matrix(s_local, candidates) / temperature  # [b, B+Q]
+    logits = jnp.where(valid[None, :], logits, MASKED_LOGIT)
+    labels = anchor_offset + jnp.arange(b)  # [b]: the own teacher embedding's column
+    log_probs = jax.nn.log_softmax(logits, axis=-1)
+    return {
+        "contrastive_loss": -jnp.sum(jnp.take_along_axis(log_probs, labels[:, None], axis=-1)),
+        "correct": jnp.sum(jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32),
+    }
 
 
 def finalize(sums: dict[str, Array], contrastive_weight: float = 0.0) -> tuple[Array, dict[str, Array]]:
@@ -90,6 +124,8 @@ def matryoshka_sums(
     anchor_offset: int | Array = 0,
     temperature: float = 0.05,
     contrastive_weight: float = 0.0,
+    queue: Array | None = None,
+    queue_valid: Array | None = None,
 ) -> list[dict[str, Array]]:
     """`distill_sums` of the first d coordinates of s and t, one dict per dimension d in `dims`
     (`matryoshka.resolve`: (None,) is the full width alone)."""
@@ -101,6 +137,8 @@ def matryoshka_sums(
             anchor_offset=anchor_offset,
             temperature=temperature,
             contrastive_weight=contrastive_weight,
+            queue=None if queue is None else matryoshka.truncate(queue, dim),
+            queue_valid=queue_valid,
         )
         for dim in dims
     ]
@@ -139,3 +177,22 @@ def distill_loss(
         contrastive_weight=contrastive_weight,
     )
     return finalize_matryoshka(per_dim, dims, weights, contrastive_weight)
+
+
+def finalize_relations(
+    sums: dict[str, Array], *, relational_weight: float = 0.0, hidden_weight: float = 0.0, attention_weight: float = 0.0
+) -> tuple[Array, dict[str, Array]]:
+    """(w_rel·L_rel + w_hid·L_hid + w_att·L_att, metrics) from (psum-ed) `relations` sums;
+    `num_anchors` is the global batch size B."""
+    total, metrics = jnp.zeros((), jnp.float32), {}
+    if relational_weight:
+        metrics["relational_kl"] = sums["relational_kl"] / sums["num_anchors"]
+        total = total + relational_weight * metrics["relational_kl"]
+    if hidden_weight:
+        metrics["hidden_loss"] = sums["hidden_loss"] / sums["hidden_tokens"]
+        total = total + hidden_weight * metrics["hidden_loss"]
+    if attention_weight:
+        metrics["attention_kl"] = sums["attention_kl"] / sums["attention_queries"]
+        metrics["value_kl"] = sums["value_kl"] / sums["attention_queries"]
+        total = total + attention_weight * (metrics["attention_kl"] + metrics["value_kl"])
+    return total, metrics

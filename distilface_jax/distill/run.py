@@ -11,6 +11,10 @@ A config distils when it has a `distill` block with a teacher (`configs/distill_
     distill.student_layers     [] = the student is config.model.name_or_path; else these teacher layers
     distill.teacher_in_step    False = teacher embeddings computed once and cached
     distill.contrastive_weight, distill.temperature   the optional InfoNCE term (objective.py)
+    distill.queue_steps        K: InfoNCE also against the K previous batches' teacher embeddings
+    distill.relational_weight, relational_temperature  in-batch similarity KL (relations.py)
+    distill.hidden_weight, hidden_loss   cut student: layer i's output to its teacher layer's
+    distill.attention_weight   cut student: MiniLM attention and value relations, last layer
     distill.keep_projection    when the widths differ: False = the student's own D_s-wide
                                embedding is evaluated and exported (the width map is a training
                                head); True = the map is part of the model (dev evaluation, encode,
@@ -38,6 +42,7 @@ from distilface_jax.config.base import (
 )
 from distilface_jax.config.keys import Config
 from distilface_jax.distill import student as student_lib, teacher as teacher_lib
+from distilface_jax.distill.queue import QueuedTeacherData
 from distilface_jax.distill.step import (
     TEACHER_EMBEDDING,
     TEACHER_PREFIX,
@@ -105,13 +110,16 @@ class Distiller:
                 also_read=[teacher_lib.cache_path(legacy, *key)] if legacy else [],
             )
             extra = {TEACHER_EMBEDDING: embeddings}
-        return dataclasses.replace(train_data, arrays={**train_data.arrays, **extra})
+        attached = dataclasses.replace(train_data, arrays={**train_data.arrays, **extra})
+        if config.distill.queue_steps:
+            return QueuedTeacherData.wrap(attached, config.distill.queue_steps)
+        return attached
 
     def make_step(self, config: Config, mesh, optimizer, schedule, state_sharding):
         dtype, attention_impl = jnp.dtype(config.model.dtype), config.model.attention_impl
         model = self.settings.student.module(dtype, attention_impl)
         teacher_model = teacher_params = None
-        if config.distill.teacher_in_step:
+        if config.distill.teacher_in_step or self.settings.needs_teacher_features:
             teacher_model = self.settings.teacher.module(dtype, attention_impl)
             teacher_params = self.teacher.params
         return make_distill_step(
@@ -205,6 +213,12 @@ def prepare(config: Config, workdir: str) -> Distiller:
         contrastive_weight=distill.contrastive_weight,
         matryoshka_dims=tuple(config.loss.get("matryoshka_dims") or ()),
         matryoshka_weights=tuple(config.loss.get("matryoshka_weights") or ()),
+        relational_weight=distill.relational_weight,
+        relational_temperature=distill.relational_temperature,
+        hidden_weight=distill.hidden_weight,
+        hidden_loss=distill.hidden_loss,
+        hidden_layers=tuple(distill.student_layers or ()),
+        attention_weight=distill.attention_weight,
     )
     # A Matryoshka dimension wider than the embedding is named now, not when the step compiles.
     width = teacher.width if PROJECTION in params else student_config.hidden_size

@@ -109,6 +109,10 @@ class SelfAttention(nn.Module):
         query = split(_dense(config.hidden_size, config, self.dtype, "query")(x))
         key = split(_dense(config.hidden_size, config, self.dtype, "key")(x))
         value = split(_dense(config.hidden_size, config, self.dtype, "value")(x))
+        # For attention-relation distillation (distill/relations.py): kept only when the caller
+        # asks for the "intermediates" collection; otherwise sow stores nothing and costs nothing.
+        for name, array in (("query_states", query), ("key_states", key), ("value_states", value)):
+            self.sow("intermediates", name, array)
 
         needs_probability_dropout = not deterministic and config.attention_dropout > 0.0
         if self.attention_impl == "dot_product_attention" and not needs_probability_dropout:

@@ -107,6 +107,8 @@ class SentenceEncoder(nn.Module):
     ) -> jax.Array:
         """[B, L] tokens → [B, H] float32 sentence embeddings."""
         output = self.encoder(input_ids, attention_mask, token_type_ids, deterministic=deterministic)
+        # Hidden-state distillation reads these ("intermediates" collection; nothing kept otherwise).
+        self.sow("intermediates", "hidden_states", output.hidden_states)
         pooled = pool(self.pooler, output, attention_mask)
         if self.pooler == "cls" and apply_mlp:
             return self.mlp(pooled)

@@ -20,7 +20,7 @@ per pipeline.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -119,7 +119,8 @@ def embed(
     model: Optional[SentenceEncoder] = None,
     keys: Optional[jax.Array] = None,
     deterministic: bool = True,
-) -> jax.Array:
+    features: bool = False,
+):
     """[B, L] token rows → [B, D] float32 sentence embeddings, every step of the pipeline.
 
     rows: {"input_ids", "attention_mask"[, "token_type_ids"]}, each [B, L]. params: the
@@ -129,14 +130,16 @@ def embed(
     dtype, attention kernel or MLM head). keys: [B] dropout keys, one per row: the encoder then
     runs row by row under vmap, so each example gets its own dropout mask whatever the batch
     or device count (`deterministic=False` draws them); None: one batched call.
+    features: also return the encoder's `EncoderFeatures` of the same forward pass (what
+    token-level distillation compares): `(embeddings, features)`.
     """
     model = pipeline.module() if model is None else model
     if model.config != pipeline.encoder or model.pooler != pipeline.pooler:
         raise ValueError("embed: the model runs another encoder or pooler than the pipeline describes")
     encoder_params = {name: value for name, value in params.items() if name != PROJECTION}
 
-    def encode(tokens: dict, key=None):  # encoder → pooler → [MLP head]: [b, L] → [b, H]
-        return model.apply(
+    def encode(tokens: dict, key=None):  # encoder → pooler → [MLP head]: [b, L] → ([b, H], captured)
+        output = model.apply(
             {"params": encoder_params},
             tokens["input_ids"],
             tokens["attention_mask"],
@@ -144,12 +147,16 @@ def embed(
             deterministic=deterministic,
             apply_mlp=pipeline.apply_mlp,
             rngs=None if deterministic else {"dropout": key},
+            mutable=["intermediates"] if features else False,
         )
+        return output if features else (output, {})
 
     if keys is None:
-        z = encode(rows)  # [B, H]
+        z, captured = encode(rows)  # [B, H]
     else:
-        z = jax.vmap(lambda row, key: encode({k: v[None] for k, v in row.items()}, key)[0])(rows, keys)  # [B, H]
+        row_by_row = lambda row, key: encode({k: v[None] for k, v in row.items()}, key)
+        z, captured = jax.vmap(row_by_row)(rows, keys)  # [B, 1, H], leaves [B, 1, ...]
+        z, captured = z[:, 0], jax.tree_util.tree_map(lambda leaf: leaf[:, 0], captured)
     if pipeline.width_map is not None:  # The linear width map: [B, H] → [B, D_out].
         projection = params[PROJECTION]
         z = (
@@ -158,4 +165,24 @@ def embed(
         )
     if pipeline.output_dim is not None:  # Matryoshka: the leading dimensions are the embedding.
         z = z[..., : pipeline.output_dim]
-    return l2_normalize(z) if pipeline.normalize else z
+    z = l2_normalize(z) if pipeline.normalize else z
+    return (z, EncoderFeatures.of(captured)) if features else z
+
+
+class EncoderFeatures(NamedTuple):  # a pytree: jax transforms pass through it
+    """What one forward pass saw besides the embedding: every hidden state (embeddings output,
+    then each layer's: num_layers + 1 arrays [B, L, H]) and the last layer's attention
+    query/key/value [B, L, N, d]."""
+
+    hidden_states: tuple
+    last_query: jax.Array
+    last_key: jax.Array
+    last_value: jax.Array
+
+    @classmethod
+    def of(cls, captured: dict) -> EncoderFeatures:
+        """From the "intermediates" collection (`sow` keeps each value in a 1-tuple)."""
+        sown = captured["intermediates"]
+        last_index = max(int(name.rpartition("_")[2]) for name in sown["encoder"] if name.startswith("layer_"))
+        last = sown["encoder"][f"layer_{last_index}"]["attention"]
+        return cls(sown["hidden_states"][0], last["query_states"][0], last["key_states"][0], last["value_states"][0])

@@ -172,6 +172,16 @@ def check_resumable(
         )
 
 
+_DISTILL_TERMS_OFF = {
+    "queue_steps": 0,
+    "relational_weight": 0.0,
+    "relational_temperature": 0.05,
+    "hidden_weight": 0.0,
+    "hidden_loss": "cosine",
+    "attention_weight": 0.0,
+}
+
+
 def with_legacy_keys(saved: dict, current: dict, checkpoint_has_mlp: Optional[bool]) -> dict:
     """A saved run config with the keys it predates filled in as the code that wrote it behaved.
 
@@ -181,6 +191,7 @@ def with_legacy_keys(saved: dict, current: dict, checkpoint_has_mlp: Optional[bo
         no MLM loss there is no decoder, and the current value is taken.
       distill.keep_projection: that code always dropped a student's width map (False).
       loss.matryoshka_dims, loss.matryoshka_weights: that code trained the plain loss (None).
+      distill.queue_steps, relational_*, hidden_*, attention_weight: that code had none (off).
     A pooler other than 'cls' never applies the MLP in training, so there the current value is
     taken too, as it is while `checkpoint_has_mlp` is not yet known (None: the model is not
     loaded yet). Keys already present are left as they are.
@@ -199,6 +210,9 @@ def with_legacy_keys(saved: dict, current: dict, checkpoint_has_mlp: Optional[bo
         loss.setdefault(key, None)  # That code had no Matryoshka term: the plain loss.
     if "distill" in filled and "keep_projection" not in filled["distill"]:
         filled["distill"]["keep_projection"] = False  # That code dropped the width map at export.
+    if "distill" in filled:  # That code had no queue and no relational, hidden or attention term.
+        for key, value in _DISTILL_TERMS_OFF.items():
+            filled["distill"].setdefault(key, value)
     return filled
 
 

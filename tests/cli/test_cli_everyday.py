@@ -143,6 +143,26 @@ ERROR_CASES = {  # name: (module, arguments with {d} = the inputs folder, what t
         ],
         "--config.distill.student_layers: layer 3 is out of range for the 2-layer teacher",
     ),
+    "hidden-state term without a cut student": (
+        "train",
+        [
+            "--config=configs/distill_minilm_l3.py",
+            "--workdir={run}",
+            "--config.distill.student_layers=[]",
+            "--config.distill.hidden_weight=1.0",
+        ],
+        "--config.distill.hidden_weight=1.0: needs a student cut from the teacher (distill.student_layers)",
+    ),
+    "queue without the InfoNCE term": (
+        "train",
+        [
+            "--config=configs/distill_minilm_l3.py",
+            "--workdir={run}",
+            "--config.distill.contrastive_weight=0",
+            "--config.distill.queue_steps=4",
+        ],
+        "--config.distill.queue_steps=4: adds negatives to the InfoNCE term: set distill.contrastive_weight > 0",
+    ),
     "teacher fails to load": (  # found only when loaded: still nothing written before
         "train",
         [

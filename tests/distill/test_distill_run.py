@@ -140,6 +140,60 @@ def test_interrupted_run_resumes_bit_identical_and_the_teacher_runs_once(
     assert key(normalize=True) == key(normalize=True)
 
 
+EVERY_TERM = dict(
+    distill__contrastive_weight=0.1,
+    distill__queue_steps=2,
+    distill__relational_weight=0.5,
+    distill__hidden_weight=0.5,
+    distill__attention_weight=0.5,
+)
+
+
+def test_every_term_and_the_queue_resume_bit_identical_and_old_workdirs_read_them_as_off(
+    uninterrupted, teacher_dir, corpus, tmp_path, monkeypatch
+):
+    """The queue is rebuilt from the data order on resume: a run interrupted at step 4 ends
+    with the uninterrupted run's losses at every step and its parameters, bit for bit. A
+    workdir written before these keys existed resumes as the plain recipe it ran."""
+    config = distill_config(teacher_dir, corpus, tmp_path / "cache", **EVERY_TERM)
+    straight = train(config, tmp_path / "straight")
+    assert straight.final_step == 8
+    rows = [r for r in read_metrics(str(tmp_path / "straight")) if "loss" in r]
+    assert all(r["relational_kl"] > 0 and r["hidden_loss"] > 0 and r["attention_kl"] > 0 for r in rows)
+    assert losses_by_step(tmp_path / "straight") != losses_by_step(uninterrupted)  # the terms are on
+
+    workdir = tmp_path / "run"
+    real_preempted = trainer._preempted
+    monkeypatch.setattr(trainer, "_preempted", lambda flag, runs, step: step == 4 or real_preempted(flag, runs, step))
+    assert train(config, workdir).final_step == 4
+    monkeypatch.setattr(trainer, "_preempted", real_preempted)
+    assert train(config, workdir).final_step == 8
+    assert losses_by_step(workdir) == losses_by_step(tmp_path / "straight")
+    jax.tree_util.tree_map(
+        np.testing.assert_array_equal,
+        jax.device_get(load_run_model(str(workdir)).params),
+        jax.device_get(load_run_model(str(tmp_path / "straight")).params),
+    )
+
+    # An old plain-recipe workdir, interrupted at 4: its saved config lacks the new keys.
+    old = tmp_path / "old"
+    plain = distill_config(teacher_dir, corpus, tmp_path / "cache")
+    monkeypatch.setattr(trainer, "_preempted", lambda flag, runs, step: step == 4 or real_preempted(flag, runs, step))
+    assert train(plain, old).final_step == 4
+    monkeypatch.setattr(trainer, "_preempted", real_preempted)
+    for path in [*old.glob("checkpoints/*/meta/metadata"), old / "config.json"]:
+        if not path.exists():
+            continue
+        saved = json.loads(path.read_text())
+        block = saved["config"]["distill"] if "config" in saved else saved.get("distill", {})
+        for key in ("queue_steps", "relational_weight", "relational_temperature", "hidden_weight", "hidden_loss"):
+            block.pop(key, None)
+        block.pop("attention_weight", None)
+        path.write_text(json.dumps(saved))
+    assert train(plain, old).final_step == 8
+    assert losses_by_step(old) == losses_by_step(uninterrupted)
+
+
 def test_teacher_cache_is_shared_by_new_workdirs_and_old_workdirs_read_theirs(
     teacher_dir, corpus, tmp_path, monkeypatch, count_teacher_runs
 ):

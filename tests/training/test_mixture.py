@@ -420,3 +420,37 @@ def test_a_list_resumed_without_its_mixture_record_is_refused(tmp_path):
     with pytest.raises(resume.ConfigMismatchError, match="resume with --config.data.token_store=True"):
         resume.check_mixture(str(tmp_path / "old_run"), record, "old run")
     resume.check_mixture(str(tmp_path / "old_run"), None, "old run")  # a single file: nothing to compare
+
+
+def test_distillation_on_a_mixture_keys_its_teacher_cache_by_the_mixture(tmp_path, monkeypatch):
+    from distilface_jax import recipes
+    from distilface_jax.config.base import BUILTIN_TINY, base_config, distill_block
+    from distilface_jax.distill import teacher as teacher_lib
+    from distilface_jax.training import trainer
+
+    from helpers import save_tiny_hf_model
+
+    embedded = []
+    original = teacher_lib.embed_corpus
+    monkeypatch.setattr(
+        teacher_lib, "embed_corpus", lambda t, s, batch_size=128: embedded.append(list(s)) or original(t, s, batch_size)
+    )
+    _write(tmp_path / "data" / "a.txt", _numbered("the cat", 10))
+    _write(tmp_path / "data" / "b.txt", "the cat 0\n" + _numbered("a dog", 10))
+    spec_file = tmp_path / "data" / "m.mixture.json"
+    _spec(spec_file, {"sources": [{"path": "a.txt"}, {"path": "b.txt", "weight": 0.6}]})
+    config = base_config()
+    config.distill = distill_block()
+    config.distill.teacher = str(save_tiny_hf_model(tmp_path / "teacher", "bert", seed=1))
+    config.distill.teacher_pooler, config.distill.teacher_normalize, config.distill.student_layers = "avg", True, (1,)
+    config.model.name_or_path, config.model.pooler = "", "avg"
+    config.data.train_file, config.data.cache_dir = str(spec_file), str(tmp_path / "cache")
+    config.data.max_seq_length, config.eval.sts_dir, config.eval.final_test = 16, BUILTIN_TINY, False
+    config.batch_size, config.max_steps, config.eval_every, config.checkpoint_every = 8, 1, 0, 1
+    trainer.train_and_evaluate(config, str(tmp_path / "run"), recipes.for_config(config))
+    # a: 10 lines; b: "the cat 0" is a's, 10 left, weight 0.6 -> 6 sampled lines: 16 sentences embedded once.
+    assert len(embedded) == 1 and len(embedded[0]) == 16 and embedded[0][:10] == [f"the cat {i}" for i in range(10)]
+    assert all(line.startswith("a dog ") for line in embedded[0][10:])
+    cached = [p.name for p in (tmp_path / "cache").glob("teacher.*.npy")]
+    assert len(cached) == 1 and cached[0].startswith("teacher.m.mixture.json."), cached
+    # (Another weight gives another key: test_the_fingerprint_changes_with_a_weight_a_cap_the_seed_or_a_file.)

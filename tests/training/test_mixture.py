@@ -420,6 +420,11 @@ def test_a_list_resumed_without_its_mixture_record_is_refused(tmp_path):
     with pytest.raises(resume.ConfigMismatchError, match="resume with --config.data.token_store=True"):
         resume.check_mixture(str(tmp_path / "old_run"), record, "old run")
     resume.check_mixture(str(tmp_path / "old_run"), None, "old run")  # a single file: nothing to compare
+    # A mixture run resumed with the token store (the list concatenated, no dedup) is refused too.
+    (tmp_path / "old_run" / "mixture.json").write_text(json.dumps(record))
+    with pytest.raises(resume.ConfigMismatchError, match="trained on a mixture .* reads none"):
+        resume.check_mixture(str(tmp_path / "old_run"), None, "mixture run")
+    resume.check_mixture(str(tmp_path / "old_run"), record, "mixture run")
 
 
 def test_distillation_on_a_mixture_keys_its_teacher_cache_by_the_mixture(tmp_path, monkeypatch):

@@ -200,9 +200,10 @@ def train_and_evaluate(config: Config, workdir: str, recipe: Optional[Recipe] = 
             checkpoint_has_mlp=initial.checkpoint_has_mlp,
             encoder_config=encoder_config.to_hf_dict(),
         )
+        # A changed mixture first: it may change the length too, and `extend` would not make it right.
+        resume.check_mixture(workdir, getattr(train_data, "mixture_record", None), previous.source)
         if saved_total is not None and saved_total != total_steps:
             resume.check_extension(config, saved_total, total_steps, previous.step)
-        resume.check_mixture(workdir, getattr(train_data, "mixture_record", None), previous.source)
 
     # ---------------------------------------------------------------- the run goes ahead: writes
     start = previous.step if previous is not None else 0

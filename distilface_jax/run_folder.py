@@ -13,6 +13,7 @@ the one atomic write.
     WORKDIR/cache/                       tokenized data (CACHE_DIR; `data.cache_dir` moves it)
     WORKDIR/builtin/                     the generated `builtin:tiny` demo files (BUILTIN_DIR)
     WORKDIR/distill.json                 a distilled student's read-out (DISTILL_FILE; distill/run.py)
+    WORKDIR/mixture.json                 a mixture corpus as read: sources, counts, fingerprint (MIXTURE_FILE)
 
 Orbax writes checkpoints to a local disk or a bucket (gs://, through `etils.epath`) itself;
 `write_text`, `append_line`, `save_folder` and `load_folder` do the same for the run's small
@@ -49,6 +50,7 @@ PROFILE_DIR = "profile"
 CACHE_DIR = "cache"
 BUILTIN_DIR = "builtin"
 DISTILL_FILE = "distill.json"  # a distilled student: its teacher pipeline and width map
+MIXTURE_FILE = "mixture.json"  # a mixture corpus as read (training/mixture.py): compared on resume
 
 
 # ----------------------------------------------------------------------------- paths

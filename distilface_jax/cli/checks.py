@@ -21,7 +21,7 @@ from distilface_jax.config.base import BUILTIN_TINY
 from distilface_jax.config.keys import Config
 from distilface_jax.distill.student import StudentError, check_layers
 from distilface_jax.evaluation import sts
-from distilface_jax.training import corpus, matryoshka, tiny_data
+from distilface_jax.training import corpus, matryoshka, mixture, tiny_data
 
 _READ_CHUNK = 1 << 20
 
@@ -122,11 +122,41 @@ def check_train_file(train_file: str) -> int:
     return count
 
 
+def check_mixture(train_file: str) -> int:
+    """A mixture (a comma list, a glob, a .mixture.json) read as training will read it
+    (`training/mixture.py`): every source a UTF-8 file with a non-blank line, the spec's keys,
+    weights and caps valid, something left of every source; returns its number of sentences."""
+    key = f"--config.data.train_file={train_file}"
+    try:
+        spec = mixture.parse(train_file)
+        for source in spec.sources:
+            try:
+                check_train_file(source.path)  # Names the line of a non-UTF-8 byte.
+            except UsageError as error:
+                raise UsageError(f"{key}: {source.entry}: {error}") from None
+        sentences, _, _ = mixture.read(spec)
+    except mixture.MixtureError as error:
+        raise UsageError(f"{key}: {error.detail}") from None
+    return len(sentences)
+
+
 def check_data(config) -> None:
     """The training file fits the data format and holds at least one global batch."""
     train_file, data_format = config.data.train_file, config.data.format
-    lines = check_train_file(train_file)
     key = f"--config.data.train_file={train_file}"
+    if train_file.endswith(mixture.MIXTURE_SUFFIX) and config.data.token_store:
+        raise UsageError(
+            f"{key}: a .mixture.json is read in memory; --config.data.token_store=True does not read mixtures yet"
+        )
+    if mixture.is_mixture(train_file) and not config.data.token_store:
+        if data_format != "unsup":
+            raise UsageError(
+                f"--config.data.format={data_format}: a mixture ({train_file}) is one sentence per line ('unsup'); "
+                "--config.data.token_store=True reads a list of CSVs concatenated"
+            )
+        lines = check_mixture(train_file)
+    else:
+        lines = check_train_file(train_file)
     path = os.path.expanduser(train_file)
     if data_format == "sup" and train_file != BUILTIN_TINY and os.path.isfile(path):
         _check_supervised_header(train_file, path)

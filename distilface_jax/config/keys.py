@@ -195,8 +195,10 @@ KEYS: tuple[Key, ...] = (
     Key(
         "data.train_file",
         "data/wiki1m_for_simcse.txt",
-        "text file (one sentence per line), csv (sent0,sent1[,hard_neg]) or hub data set id; "
-        "a list 'a.txt,b.txt', a glob or gs:// paths read through the token store",
+        "text file (one sentence per line), csv (sent0,sent1[,hard_neg]) or hub data set id; or a mixture "
+        "(docs/data.md): a list 'a.txt,b.txt' and/or globs (weight 1 each), or a FILE.mixture.json "
+        '{"seed": 0, "sources": [{"path": ..., "weight": 1.0, "cap": N}]}: lines stripped, capped, '
+        "deduplicated, weighted; with data.token_store=True or gs:// a list/glob is files concatenated",
     ),
     Key(
         "data.format",
@@ -217,8 +219,8 @@ KEYS: tuple[Key, ...] = (
         "the user's cache folder for teacher embeddings: docs/distillation.md)",
     ),
     # The token store (training/token_store.py): tokenized once into shards on disk, read row by row,
-    # so a host's memory does not grow with the corpus. Same batches as the in-memory path; a list
-    # "a.txt,b.txt", a glob or a gs:// train_file always uses it.
+    # so a host's memory does not grow with the corpus. Same batches as the in-memory path; a gs://
+    # train_file always uses it (a local list or glob is a mixture unless token_store is True).
     Key("data.token_store", False, "True: tokenize once into shards on disk read row by row (corpora beyond memory)"),
     Key("data.store_dir", "", "token store folder, local or gs:// ('' = CACHE_DIR/store)"),
     Key("data.store_shard_bytes", 16 << 20, "token store: input bytes per shard (one worker's job)", at_least(1)),

@@ -51,7 +51,7 @@ from distilface_jax.distill.step import (
 )
 from distilface_jax.models.config import EncoderConfig
 from distilface_jax.models.sentence_pipeline import PROJECTION, SentencePipeline
-from distilface_jax.training import data, initial_model, matryoshka, store_data, tiny_data
+from distilface_jax.training import data, initial_model, matryoshka, mixture, store_data, tiny_data
 from distilface_jax.training.initial_model import InitialModel
 from distilface_jax.training.recipe import Recipe, Step
 
@@ -140,10 +140,9 @@ class Distiller:
 
 
 def _read_corpus(train_file: str):
-    """(source, sentences) exactly as `data.load_unsupervised` reads them (blank lines skipped)."""
-    source = data._resolve(train_file)
-    views, _ = data._read_unsupervised(source, None)
-    return source, views[0]
+    """(source, sentences) exactly as `data.load_unsupervised` reads them (blank lines skipped;
+    a mixture by its rules: its name and fingerprint then key the teacher cache)."""
+    return data.read_sentences(train_file)
 
 
 def check_corpus(config: Config) -> None:
@@ -151,6 +150,9 @@ def check_corpus(config: Config) -> None:
     written: the generated `builtin:tiny` corpus, never empty, is not generated for this)."""
     train_file = config.data.train_file
     if train_file == BUILTIN_TINY:
+        return
+    if mixture.is_mixture(train_file):  # Parsed and read: every bad spec or empty source named.
+        mixture.read(mixture.parse(train_file))
         return
     path = os.path.expanduser(train_file)
     if os.path.isfile(path):

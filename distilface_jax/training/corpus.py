@@ -26,6 +26,7 @@ from typing import Any
 
 from distilface_jax import run_folder
 from distilface_jax.training import data
+from distilface_jax.training.mixture import split_lines  # the one line splitter (a mixture reads lines alike)
 
 _TABLE_SUFFIXES = (".csv", ".tsv")
 _ROW_BYTES_GUESS = 128  # a CSV shard of `shard_bytes` holds shard_bytes / 128 rows
@@ -198,13 +199,6 @@ def read_shard(source: Source, spec: ShardSpec, fmt: str, hf_cache_dir: str | No
         return data._keep_complete_rows([split_lines(raw.decode("utf-8"))])
     rows = _table(source, hf_cache_dir)[spec.start : spec.end]  # {column: [values]}
     return _table_views(rows, fmt, source.name)
-
-
-def split_lines(text: str) -> list[str]:
-    """HF datasets' `text` builder: universal newlines, then lines split on "\\n" only, without
-    their line break; no empty last line after a final line break."""
-    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    return lines[:-1] if lines and lines[-1] == "" else lines
 
 
 def _table_views(columns: dict[str, list], fmt: str, name: str) -> tuple[list[list[str]], int]:

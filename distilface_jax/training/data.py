@@ -1,11 +1,13 @@
 """Training data: read sentences, tokenize once (cached), serve deterministic per-host batches.
 
-    text/csv file or HF hub id ──read──> K views of N sentences ──tokenize once──> int32 [N, K, L]
+    text/csv file, HF hub id or mixture ──read──> K views of N sentences ──tokenize once──> int32 [N, K, L]
         ──(cache_dir/*.npz, atomic)──> TrainData.batch(step, process_index, process_count)
 
 Unsupervised SimCSE (one sentence per line) has K = 1: each sentence is its own positive and
 the model makes the two views with dropout, so the batch carries each sentence once.
 Supervised SimCSE reads a CSV with columns sent0, sent1[, hard_neg]: K = 2 or 3.
+A mixture (a comma list, a glob or a .mixture.json: `mixture.py` gives its rules) is read as
+one sentence list (unsupervised only); its record goes with the data (`TrainData.mixture_record`).
 
 Order: the examples of global batch `step` are a pure function of (seed, epoch, position)
 (`global_batch_indices`), so a resumed run, or another host, sees exactly the same batches;
@@ -35,6 +37,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from distilface_jax.run_folder import atomic_file
+from distilface_jax.training import mixture
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +141,7 @@ class TrainData:
     source: str = ""
     from_cache: bool = False  # True when the arrays came from the on-disk cache
     cache_file: str = ""  # where the token cache of these arrays is (or is to be written by `write_cache`)
+    mixture_record: dict | None = None  # a mixture's `mixture.read` record (WORKDIR/mixture.json); else None
 
     def __post_init__(self):
         if self.num_examples < self.global_batch_size:
@@ -202,6 +206,28 @@ def _resolve(path_or_name: str) -> _Source:
     if expanded.lower().endswith(_FILE_SUFFIXES) or str(path_or_name).startswith(("/", ".", "~")):
         raise FileNotFoundError(f"training data file not found: {path_or_name}")
     return _Source(str(path_or_name), None)
+
+
+def resolve_source(path_or_name: str, fmt: str = "unsup") -> _Source | mixture.Mixture:
+    """A mixture (`mixture.is_mixture`: a comma list, a glob, a .mixture.json) parsed and
+    checked, or one file / hub id (`_resolve`, as always). A mixture is one sentence per line."""
+    if not mixture.is_mixture(path_or_name):
+        return _resolve(path_or_name)
+    if fmt != "unsup":
+        raise ValueError(
+            f"config.data.format={fmt!r} reads one CSV; a mixture ({path_or_name}) is one sentence per line "
+            "('unsup'; config.data.token_store=True reads a list of CSVs concatenated)"
+        )
+    return mixture.parse(path_or_name)
+
+
+def read_sentences(path_or_name: str) -> tuple[_Source | mixture.Mixture, list[str]]:
+    """(source, sentences): the rows `load_unsupervised` holds, in its order (blank lines skipped)."""
+    source = resolve_source(path_or_name)
+    if isinstance(source, mixture.Mixture):
+        return source, mixture.read(source)[0]
+    views, _ = _read_unsupervised(source, None)
+    return source, views[0]
 
 
 def _load_hf(source: _Source, hf_cache_dir: str | None):
@@ -314,18 +340,24 @@ def cache_path(cache_dir: str, source: _Source, tokenizer: Any, max_seq_length: 
     return os.path.join(cache_dir, f"{stem}.{fmt}.L{max_seq_length}.{digest}.npz")
 
 
-def _save_atomic(path: str, arrays: Arrays, num_skipped_lines: int) -> None:
+_NOT_ARRAYS = ("num_skipped_lines", "mixture_record")  # the cache's entries that are no token arrays
+
+
+def _save_atomic(path: str, arrays: Arrays, num_skipped_lines: int, mixture_record: dict | None = None) -> None:
     """Write to a temp file in the same folder, then os.replace: readers (another host, a
-    resumed run) see either no cache or a complete one, never a half-written file."""
+    resumed run) see either no cache or a complete one, never a half-written file.
+    A mixture's record rides along as a JSON string (a plain unicode array: no pickle)."""
+    extra = {} if mixture_record is None else {"mixture_record": np.array(json.dumps(mixture_record))}
     with atomic_file(path, "wb", sync=True) as f:
-        np.savez(f, num_skipped_lines=np.int64(num_skipped_lines), **arrays)
+        np.savez(f, num_skipped_lines=np.int64(num_skipped_lines), **extra, **arrays)
 
 
-def _load_cache(path: str) -> tuple[dict[str, np.ndarray], int] | None:
+def _load_cache(path: str) -> tuple[dict[str, np.ndarray], int, dict | None] | None:
     try:
         with np.load(path) as z:
-            arrays = {name: z[name] for name in z.files if name != "num_skipped_lines"}
-            return arrays, int(z["num_skipped_lines"])
+            arrays = {name: z[name] for name in z.files if name not in _NOT_ARRAYS}
+            record = json.loads(str(z["mixture_record"])) if "mixture_record" in z.files else None
+            return arrays, int(z["num_skipped_lines"]), record
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
@@ -345,12 +377,16 @@ def _load(
     cache_dir: str | None,
     write: bool,
 ) -> TrainData:
-    source = _resolve(path_or_name)
+    source = resolve_source(path_or_name, fmt)
     path = cache_path(cache_dir, source, tokenizer, max_seq_length, fmt) if cache_dir else None
     cached = _load_cache(path) if path else None
+    record = None
     if cached is not None:
-        arrays, skipped = cached
+        arrays, skipped, record = cached
         log.debug("token cache hit: %s", path)
+    elif isinstance(source, mixture.Mixture):
+        sentences, skipped, record = mixture.read(source)
+        arrays = tokenize_views([sentences], tokenizer, max_seq_length)
     else:
         # HF datasets keeps an Arrow copy of what it reads: beside the token cache when that is
         # written now; else in a temporary folder, so that reading writes nothing of its own.
@@ -372,6 +408,7 @@ def _load(
         source=source.name,
         from_cache=cached is not None,
         cache_file=path or "",
+        mixture_record=record,
     )
     if write:
         write_cache(train_data)
@@ -382,7 +419,7 @@ def write_cache(train_data: TrainData) -> None:
     """Saves the token cache of data read with `write_cache=False` (a run writes it only once
     it knows it will go ahead); nothing when the arrays came from it or there is none."""
     if train_data.cache_file and not train_data.from_cache:
-        _save_atomic(train_data.cache_file, train_data.arrays, train_data.num_skipped_lines)
+        _save_atomic(train_data.cache_file, train_data.arrays, train_data.num_skipped_lines, train_data.mixture_record)
         log.debug("tokenized %d examples -> %s", train_data.num_examples, train_data.cache_file)
 
 
@@ -397,8 +434,9 @@ def load_unsupervised(
     write_cache: bool = True,
 ) -> TrainData:
     """Unsupervised SimCSE data (K = 1): a .txt file with one sentence per line, a .csv whose
-    first column holds the sentences, or a hub data set id. Blank lines are skipped and
-    counted in `num_skipped_lines`. `cache_dir=None` disables the token cache;
+    first column holds the sentences, a hub data set id, or a mixture of text files (a comma
+    list, a glob, a .mixture.json: `mixture.py`). Blank lines are skipped and counted in
+    `num_skipped_lines`. `cache_dir=None` disables the token cache;
     `write_cache=False` reads it but leaves writing it to `write_cache(train_data)`."""
     return _load(
         path_or_name,

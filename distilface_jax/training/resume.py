@@ -58,6 +58,25 @@ class ConfigMismatchError(ValueError):
     pass
 
 
+def check_mixture(workdir: str, current_record: Optional[dict], source: str) -> None:
+    """Refuses to resume on a mixture that differs from the one the run started on (a weight, a
+    cap, the seed, a source added, removed or changed on disk), read from WORKDIR/mixture.json;
+    a run without that file read a single file (nothing to compare) or the token store's list."""
+    from distilface_jax.training import mixture
+
+    saved_file = run_folder.path(workdir, run_folder.MIXTURE_FILE)
+    saved = json.loads(saved_file.read_text())["fingerprint"] if saved_file.exists() else None
+    current = json.loads(json.dumps(current_record["fingerprint"])) if current_record is not None else None
+    if saved is None and current is None:
+        return
+    change = mixture.describe_change(saved, current)
+    if change is not None:
+        hint = "resume with --config.data.token_store=True" if saved is None else "restore the data it was trained on"
+        raise ConfigMismatchError(
+            f"{source}: the training data changed: {change}; nothing was changed. {hint} or use a new --workdir"
+        )
+
+
 @dataclasses.dataclass(frozen=True)
 class Previous:
     """The latest committed checkpoint of a workdir: what a rerun resumes from."""

@@ -30,6 +30,7 @@ from distilface_jax.training import (
     checkpoint,
     corpus,
     data,
+    mixture,
     prefetch,
     profiling,
     recovery,
@@ -68,7 +69,14 @@ def load_train_data(config: Config, tokenizer, workdir: str) -> data.TrainData |
     here (the run writes it with `data.write_cache` once it knows it goes ahead)."""
     train_file = tiny_data.resolve_builtin(config.data.train_file, workdir, "corpus")
     cache_dir = config.data.cache_dir or run_folder.default_cache_dir(workdir)
-    if config.data.token_store or corpus.is_many(train_file):
+    # A local list, glob or .mixture.json is a mixture read in memory (deduplicated, weighted:
+    # mixture.py); with the token store, a list or glob is its files concatenated, as before.
+    if config.data.token_store or (corpus.is_many(train_file) and not mixture.is_mixture(train_file)):
+        if train_file.endswith(mixture.MIXTURE_SUFFIX):
+            raise ValueError(
+                f"config.data.train_file={train_file}: a .mixture.json is read in memory; "
+                "config.data.token_store=True does not read mixtures (weights, caps, dedup) yet"
+            )
         return _load_store(config, tokenizer, train_file, cache_dir)
     loader = {"unsup": data.load_unsupervised, "sup": data.load_supervised}.get(config.data.format)
     if loader is None:
@@ -192,6 +200,8 @@ def train_and_evaluate(config: Config, workdir: str, recipe: Optional[Recipe] = 
             checkpoint_has_mlp=initial.checkpoint_has_mlp,
             encoder_config=encoder_config.to_hf_dict(),
         )
+        # A changed mixture first: it may change the length too, and `extend` would not make it right.
+        resume.check_mixture(workdir, getattr(train_data, "mixture_record", None), previous.source)
         if saved_total is not None and saved_total != total_steps:
             resume.check_extension(config, saved_total, total_steps, previous.step)
 
@@ -204,6 +214,11 @@ def train_and_evaluate(config: Config, workdir: str, recipe: Optional[Recipe] = 
         data.write_cache(train_data)
     if train_data.num_skipped_lines and is_main:
         logger.info("skipped %d empty lines of %s", train_data.num_skipped_lines, config.data.train_file)
+    record = getattr(train_data, "mixture_record", None)
+    if record is not None and is_main:  # What the mixture gave, per source: WORKDIR/mixture.json and the log.
+        run_folder.write_text(run_folder.path(workdir, run_folder.MIXTURE_FILE), json.dumps(record, indent=1) + "\n")
+        for line in mixture.summary_lines(record):
+            logger.info("%s", line)
     if is_main:
         run_record.write_recipe_record(workdir, recipe.records(config))
     train_data = recipe.attach(train_data, config, workdir)

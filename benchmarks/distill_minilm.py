@@ -71,7 +71,10 @@ def run_ours(args, suite, teacher_dir: str) -> dict:
     from distilface_jax import trained_model
 
     workdir = args.out / "ours"
-    steps_per_epoch = sum(1 for line in open(args.train_file, encoding="utf-8") if line.strip()) // args.batch_size
+    from distilface_jax.training import data
+
+    # The sentences the run reads: a file's non-blank lines, or a mixture's list (docs/data.md).
+    steps_per_epoch = len(data.read_sentences(str(args.train_file))[1]) // args.batch_size
     command = [
         sys.executable,
         "-m",

@@ -43,6 +43,17 @@ def pytest_configure(config):
         )
 
 
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    """The builtin tiny WordPiece vocabulary of a generated 200-sentence corpus."""
+    from distilface_jax.training import tiny_data
+
+    folder = tmp_path_factory.mktemp("vocab")
+    sentences = tiny_data.write_tiny_corpus(str(folder / "corpus.txt"), num_sentences=200)
+    tiny_data.write_tiny_vocab(str(folder / "vocab.txt"), sentences)
+    return tiny_data.load_tiny_tokenizer(str(folder / "vocab.txt"))
+
+
 @pytest.fixture(scope="session")
 def tiny_distilbert_dir(tmp_path_factory) -> Path:
     return save_tiny_hf_model(tmp_path_factory.mktemp("tiny_distilbert"), "distilbert")

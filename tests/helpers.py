@@ -194,6 +194,18 @@ def make_batch(batch_size=16, num_views=1, length=12, seed=0, token_types=False)
     return batch
 
 
+def central_difference(function, x, h=1e-6):
+    """d function / dx by central differences in float64: the gradient references' reference."""
+    x = x.astype(np.float64)
+    gradient = np.zeros_like(x)
+    for index in np.ndindex(*x.shape):
+        up, down = x.copy(), x.copy()
+        up[index] += h
+        down[index] -= h
+        gradient[index] = (function(up) - function(down)) / (2 * h)
+    return gradient
+
+
 def assert_trees_close(actual, expected, rtol=1e-5, atol=1e-6):
     import jax
 

@@ -24,12 +24,11 @@ from distilface_jax.distill.step import (
     DistillSettings,
     make_distill_step,
 )
-from distilface_jax.models.config import EncoderConfig
 from distilface_jax.models.sentence_model import SentenceEncoder, init_params
 from distilface_jax.models.sentence_pipeline import SentencePipeline, embed
 from distilface_jax.training import data, sharding, state as train_state
 
-from helpers import SENTENCES, assert_trees_close
+from helpers import SENTENCES, assert_trees_close, central_difference, step_config
 
 
 def _unit(x):
@@ -58,17 +57,6 @@ def numpy_queued_infonce(s, t, queue, valid, temperature):
     candidates = np.concatenate([t, queue[valid]]).astype(np.float64)
     logits = _unit(s.astype(np.float64)) @ _unit(candidates).T / temperature
     return -np.mean(np.diag(_log_softmax(logits)[:, : len(t)]))
-
-
-def central_difference(function, x, h=1e-6):
-    x = x.astype(np.float64)
-    gradient = np.zeros_like(x)
-    for index in np.ndindex(*x.shape):
-        up, down = x.copy(), x.copy()
-        up[index] += h
-        down[index] -= h
-        gradient[index] = (function(up) - function(down)) / (2 * h)
-    return gradient
 
 
 def test_relational_kl_value_and_gradient_match_numpy():
@@ -202,18 +190,7 @@ def test_hidden_and_attention_terms_of_a_cut_student_equal_pytorch(scaled_bert_d
 
 # ----------------------------------------------------------------------------- the sharded step
 
-TEACHER = EncoderConfig(
-    model_type="bert",
-    vocab_size=100,
-    hidden_size=32,
-    num_layers=3,
-    num_heads=4,
-    intermediate_size=64,
-    max_position_embeddings=64,
-    type_vocab_size=2,
-    hidden_dropout=0.0,
-    attention_dropout=0.0,
-)
+TEACHER = step_config().replace(model_type="bert", type_vocab_size=2, num_layers=3)
 STUDENT = TEACHER.replace(num_layers=2)  # "cut" from teacher layers 0 and 2
 LEARNING_RATE = 0.5
 

@@ -10,14 +10,6 @@ import pytest
 from distilface_jax.training import data, tiny_data
 
 
-@pytest.fixture(scope="module")
-def tokenizer(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("vocab")
-    sentences = tiny_data.write_tiny_corpus(str(folder / "corpus.txt"), num_sentences=200)
-    tiny_data.write_tiny_vocab(str(folder / "vocab.txt"), sentences)
-    return tiny_data.load_tiny_tokenizer(str(folder / "vocab.txt"))
-
-
 def _write(path, text):
     path.write_text(text, encoding="utf-8")
     return str(path)

@@ -20,7 +20,7 @@ from distilface_jax.training.objective import LossConfig, combine, contrastive_s
 from distilface_jax.training.state import create_train_state, state_shardings
 from distilface_jax.training.step import make_train_step
 
-from helpers import assert_trees_close, make_batch, step_config, step_params
+from helpers import assert_trees_close, central_difference, make_batch, step_config, step_params
 
 DIMS = (32, 16, 8, 3)
 WEIGHTS = (1.0, 0.5, 2.0, 0.25)
@@ -55,17 +55,6 @@ def numpy_matryoshka(loss, dims, weights, *arrays):
 def numpy_distill(s, t, temperature, weight):
     contrastive = -np.mean(np.diag(_log_softmax(_unit(s) @ _unit(t).T / temperature)))
     return np.mean((s - t) ** 2) + weight * contrastive
-
-
-def central_difference(function, x, h=1e-6):
-    x = x.astype(np.float64)
-    gradient = np.zeros_like(x)
-    for index in np.ndindex(*x.shape):
-        up, down = x.copy(), x.copy()
-        up[index] += h
-        down[index] -= h
-        gradient[index] = (function(up) - function(down)) / (2 * h)
-    return gradient
 
 
 # ----------------------------------------------------------------------------- the losses

@@ -17,17 +17,9 @@ import pytest
 
 from distilface_jax.cli import checks
 from distilface_jax.cli.policy import UsageError
-from distilface_jax.training import data, mixture, resume, tiny_data
+from distilface_jax.training import data, mixture, resume
 
 from helpers import ROOT, cpu_env, load_config
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("vocab")
-    sentences = tiny_data.write_tiny_corpus(str(folder / "corpus.txt"), num_sentences=200)
-    tiny_data.write_tiny_vocab(str(folder / "vocab.txt"), sentences)
-    return tiny_data.load_tiny_tokenizer(str(folder / "vocab.txt"))
 
 
 def _write(path: Path, text: str) -> str:

@@ -29,14 +29,6 @@ TRICKY = (
 
 
 @pytest.fixture(scope="module")
-def tokenizer(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("vocab")
-    sentences = tiny_data.write_tiny_corpus(str(folder / "corpus.txt"), num_sentences=200)
-    tiny_data.write_tiny_vocab(str(folder / "vocab.txt"), sentences)
-    return tiny_data.load_tiny_tokenizer(str(folder / "vocab.txt"))
-
-
-@pytest.fixture(scope="module")
 def corpus_file(tmp_path_factory):
     """~310 lines: the tiny corpus with the tricky lines in the middle."""
     folder = tmp_path_factory.mktemp("corpus")

@@ -115,10 +115,12 @@ def test_interrupted_run_resumes_bit_identical_and_the_teacher_runs_once(
     monkeypatch.setattr(trainer, "_preempted", lambda flag, runs, step: step == 4 or real_preempted(flag, runs, step))
     first = train(config, workdir)
     assert first.preempted and first.final_step == 4
-    # Written before distill.keep_projection existed: such a workdir resumes (read as False).
+    # Written before distill.keep_projection and the queue/relational/hidden/attention keys
+    # existed: such a workdir resumes (read as False, and every new term off, as it ran).
     for path in workdir.glob("checkpoints/*/meta/metadata"):  # The run config each checkpoint saved.
         meta = json.loads(path.read_text())
-        del meta["config"]["distill"]["keep_projection"]
+        for key in ("keep_projection", *LATER_KEYS):
+            del meta["config"]["distill"][key]
         path.write_text(json.dumps(meta))
     monkeypatch.setattr(trainer, "_preempted", real_preempted)
     second = train(config, workdir)
@@ -140,6 +142,14 @@ def test_interrupted_run_resumes_bit_identical_and_the_teacher_runs_once(
     assert key(normalize=True) == key(normalize=True)
 
 
+LATER_KEYS = (
+    "queue_steps",
+    "relational_weight",
+    "relational_temperature",
+    "hidden_weight",
+    "hidden_loss",
+    "attention_weight",
+)
 EVERY_TERM = dict(
     distill__contrastive_weight=0.1,
     distill__queue_steps=2,
@@ -149,12 +159,9 @@ EVERY_TERM = dict(
 )
 
 
-def test_every_term_and_the_queue_resume_bit_identical_and_old_workdirs_read_them_as_off(
-    uninterrupted, teacher_dir, corpus, tmp_path, monkeypatch
-):
+def test_every_term_and_the_queue_resume_bit_identical(uninterrupted, teacher_dir, corpus, tmp_path, monkeypatch):
     """The queue is rebuilt from the data order on resume: a run interrupted at step 4 ends
-    with the uninterrupted run's losses at every step and its parameters, bit for bit. A
-    workdir written before these keys existed resumes as the plain recipe it ran."""
+    with the uninterrupted run's losses at every step and its parameters, bit for bit."""
     config = distill_config(teacher_dir, corpus, tmp_path / "cache", **EVERY_TERM)
     straight = train(config, tmp_path / "straight")
     assert straight.final_step == 8
@@ -174,24 +181,6 @@ def test_every_term_and_the_queue_resume_bit_identical_and_old_workdirs_read_the
         jax.device_get(load_run_model(str(workdir)).params),
         jax.device_get(load_run_model(str(tmp_path / "straight")).params),
     )
-
-    # An old plain-recipe workdir, interrupted at 4: its saved config lacks the new keys.
-    old = tmp_path / "old"
-    plain = distill_config(teacher_dir, corpus, tmp_path / "cache")
-    monkeypatch.setattr(trainer, "_preempted", lambda flag, runs, step: step == 4 or real_preempted(flag, runs, step))
-    assert train(plain, old).final_step == 4
-    monkeypatch.setattr(trainer, "_preempted", real_preempted)
-    for path in [*old.glob("checkpoints/*/meta/metadata"), old / "config.json"]:
-        if not path.exists():
-            continue
-        saved = json.loads(path.read_text())
-        block = saved["config"]["distill"] if "config" in saved else saved.get("distill", {})
-        for key in ("queue_steps", "relational_weight", "relational_temperature", "hidden_weight", "hidden_loss"):
-            block.pop(key, None)
-        block.pop("attention_weight", None)
-        path.write_text(json.dumps(saved))
-    assert train(plain, old).final_step == 8
-    assert losses_by_step(old) == losses_by_step(uninterrupted)
 
 
 def test_teacher_cache_is_shared_by_new_workdirs_and_old_workdirs_read_theirs(

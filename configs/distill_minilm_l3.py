@@ -1,4 +1,4 @@
-"""Distil all-MiniLM-L6-v2 into a 3-layer student cut from its own layers (edge model; ~20 min on 2 CPUs).
+"""Distil all-MiniLM-L6-v2 into a 3-layer student cut from its own layers (edge model; ~25 min on 2 CPUs).
 
     python -m distilface_jax.train --config configs/distill_minilm_l3.py --workdir runs/minilm_l3 \
         --config.distill.teacher=TEACHER_DIR \
@@ -12,7 +12,9 @@ Wikipedia, RTE and MRPC sentences; `configs/data/minilm_distill.mixture.json`, p
 `data/`), never an STS or SICK evaluation sentence; one epoch, 1,040 steps (docs/distillation.md:
 the ablation, and why data beat the extra objectives here).
 Objective: MSE to the teacher's normalised mean-pooled embeddings (Reimers & Gurevych 2020)
-plus 0.01 x InfoNCE (student vs every teacher embedding of the global batch, tau 0.05).
++ 0.01 x InfoNCE (student vs every teacher embedding of the global batch and of a 16-batch queue,
+tau 0.05) + 0.01 x hidden-state cosine (each layer to its source teacher layer, as DistilBERT)
++ 0.003 x MiniLM's last-layer attention and value relations.
 Layers [0, 3, 5] were chosen on STS-B dev among all 20 three-layer subsets, untrained
 (benchmarks/choose_student_layers.py; docs/distillation.md). The 2-layer student:
 configs/distill_minilm_l2.py.
@@ -33,9 +35,16 @@ def get_config():
     # (docs/distillation.md: recipe B over A, STS avg 76.57 vs 76.40 after 2 epochs).
     config.model.dropout = 0.0
     config.model.attention_dropout = 0.0
-    # + w·InfoNCE of each student embedding against all teacher embeddings of the global batch.
+    # + w·InfoNCE of each student embedding against all teacher embeddings of the global batch,
+    # and of the 16 batches before it (the queue: 1,088 candidates).
     config.distill.contrastive_weight = 0.01
     config.distill.temperature = 0.05
+    config.distill.queue_steps = 16
+    # + each student layer's output against its source teacher layer's (DistilBERT's cosine), and
+    # the last layer's attention and value relations (MiniLM). Weights: each term equal to the MSE
+    # term at the first step. Both run the teacher in the step on the student's rows (1.4x time).
+    config.distill.hidden_weight = 0.01
+    config.distill.attention_weight = 0.003
     config.data.format = "unsup"
     # A mixture spec (docs/data.md); a plain text file, a comma list or a glob work as well.
     config.data.train_file = "configs/data/minilm_distill.mixture.json"

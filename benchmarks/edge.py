@@ -51,7 +51,7 @@ BATCH = 64
 @dataclasses.dataclass
 class Variant:
     name: str
-    family: str  # teacher, student, matryoshka, paraphrase, peer
+    family: str  # teacher, student, student_l2, matryoshka, paraphrase, peer
     runtime: str  # PyTorch / ONNX fp32 / ONNX int8
     file: Path
     make: Callable[[int], Callable[[list[str], int], np.ndarray]]  # threads → encode(sentences, batch)
@@ -163,7 +163,7 @@ def prepare(args) -> list[Variant]:
     if args.student_l2_workdir:
         ours(
             exported("student_l2", ["--workdir", str(args.student_l2_workdir), "--step", "best"]),
-            "student",
+            "student_l2",
             "our 2-layer student",
         )
     if args.matryoshka_workdir:
@@ -292,8 +292,14 @@ def versions() -> dict:
 
 def _label(row: dict) -> str:
     """A short point label: model, runtime (and dimension)."""
-    model = {"teacher": "L6 teacher", "student": "L3 student", "matryoshka": "L3 Matryoshka"}.get(row["family"])
-    model = {"paraphrase": "paraphrase-L3", "peer": "L3 student, ST exporter"}.get(row["family"], model)
+    model = {
+        "teacher": "L6 teacher",
+        "student": "L3 student",
+        "student_l2": "L2 student",
+        "matryoshka": "L3 Matryoshka",
+        "paraphrase": "paraphrase-L3",
+        "peer": "L3 student, ST exporter",
+    }[row["family"]]
     if "per-tensor" in row["name"]:
         model += " per-tensor"
     runtime = {"PyTorch": "torch", "ONNX fp32": "fp32", "ONNX int8": "int8", "ONNX int8 (ST)": "int8"}[row["runtime"]]
@@ -307,7 +313,7 @@ def chart(report: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     markers = {"PyTorch": "s", "ONNX fp32": "o", "ONNX int8": "^", "ONNX int8 (ST)": "v"}
-    colours = {"teacher": "tab:blue", "student": "tab:green", "matryoshka": "tab:olive"}
+    colours = {"teacher": "tab:blue", "student": "tab:green", "student_l2": "tab:cyan", "matryoshka": "tab:olive"}
     colours.update(paraphrase="tab:red", peer="tab:purple")
     figure, axis = plt.subplots(figsize=(10, 6))
     for row in report["rows"]:

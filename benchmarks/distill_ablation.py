@@ -68,8 +68,12 @@ def row_settings(name: str) -> tuple[tuple[str, ...], bool]:
     return tuple(f"{key}={value}" for key, value in overrides.items()), mixture
 
 
+def _slug(name: str, seed: int) -> str:
+    return name.replace(" ", "_").replace("+", "-") + f".seed{seed}"
+
+
 def run_row(args, name: str, seed: int) -> dict:
-    slug = name.replace(" ", "_").replace("+", "-") + f".seed{seed}"
+    slug = _slug(name, seed)
     result = args.results / f"{slug}.json"
     if result.exists():
         return json.loads(result.read_text())
@@ -131,11 +135,17 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="scratch folder for the runs")
     parser.add_argument("--results", type=Path, required=True, help="folder of the per-row JSON and summary.md")
     parser.add_argument("--cache-dir", type=Path, required=True, help="teacher/token cache shared by the rows")
+    parser.add_argument("--summary-only", action="store_true", help="write summary.md from the rows already run")
     args = parser.parse_args()
     args.results.mkdir(parents=True, exist_ok=True)
     for name in args.rows:
         row_settings(name)  # every row name checked before the first run
-    rows = {name: [run_row(args, name, seed) for seed in args.seeds] for name in args.rows}
+    if args.summary_only:
+        found = {name: [args.results / f"{_slug(name, seed)}.json" for seed in args.seeds] for name in args.rows}
+        rows = {name: [json.loads(p.read_text()) for p in paths if p.exists()] for name, paths in found.items()}
+        rows = {name: runs for name, runs in rows.items() if runs}
+    else:
+        rows = {name: [run_row(args, name, seed) for seed in args.seeds] for name in args.rows}
     (args.results / "summary.md").write_text(summary(rows))
     print(summary(rows))
 

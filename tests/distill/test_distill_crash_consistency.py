@@ -37,6 +37,10 @@ def test_distillation_killed_anywhere_resumes_to_the_uninterrupted_result(tmp_pa
         "--config.distill.teacher_pooler=avg",
         "--config.distill.teacher_normalize=True",
         "--config.distill.student_layers=(1,)",
+        # The recipe's token-level terms run the teacher in every step: off, to keep ~40 reruns
+        # cheap (their resume is tested in test_distill_run.py); the queue stays on.
+        "--config.distill.hidden_weight=0",
+        "--config.distill.attention_weight=0",
         f"--config.data.train_file={corpus}",
         "--config.data.max_seq_length=16",
         f"--config.eval.sts_dir={BUILTIN_TINY}",

@@ -220,10 +220,16 @@ def peer_exporter(student: Path, work: Path) -> Variant:
     )
 
 
-def evaluate_sts(variants: list[Variant], sts_dir: Path, threads: int, tasks=None) -> dict:
+def evaluate_sts(variants: list[Variant], sts_dir: Path, threads: int, tasks=None, known: dict = None) -> dict:
+    """STS of every variant; `known` (name → scores of an earlier run of the same model files,
+    `--reuse-sts`) is taken as it is: a model's STS does not depend on the machine's load."""
     suite = sts.load_suite(sts_dir, mode="test", tasks=tasks)
     results = {}
     for variant in variants:
+        if known and variant.name in known:
+            results[variant.name] = dict(known[variant.name], reused=True)
+            print(f"{variant.name}: STS avg {results[variant.name]['avg']:.2f} (from --reuse-sts)")
+            continue
         start = time.perf_counter()
         encode = variant.make(threads)
         results[variant.name] = sts.evaluate_suite(lambda sentences, encode=encode: encode(list(sentences), 128), suite)
@@ -360,6 +366,13 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=Path("results/edge.json"))
     parser.add_argument("--chart", type=Path, default=Path("docs/edge.png"))
     parser.add_argument("--replot", action="store_true", help="only redraw --chart from --json")
+    parser.add_argument("--reuse-sts", type=Path, default=None, help="an earlier --json: take its STS scores of")
+    parser.add_argument(
+        "--reuse-families",
+        nargs="+",
+        default=["teacher", "paraphrase", "matryoshka"],
+        help="the families whose models are unchanged since --reuse-sts (speed is always measured anew)",
+    )
     args = parser.parse_args()
     if args.replot:
         return chart(json.loads(args.json.read_text()), args.chart)
@@ -369,7 +382,11 @@ def main() -> None:
     variants = prepare(args)
     lines = [line.strip() for line in args.corpus.read_text(encoding="utf-8").splitlines() if line.strip()]
     speed = measure_speed(variants, lines[: args.sentences], args.rounds, args.latency_calls)
-    quality = evaluate_sts(variants, args.sts_dir, args.sts_threads, args.tasks)
+    known = None
+    if args.reuse_sts:  # the same models (teacher, paraphrase, a Matryoshka workdir) scored before
+        earlier = json.loads(args.reuse_sts.read_text())["rows"]
+        known = {row["name"]: row["sts"] for row in earlier if row["family"] in args.reuse_families}
+    quality = evaluate_sts(variants, args.sts_dir, args.sts_threads, args.tasks, known)
     base = speed["teacher all-MiniLM-L6-v2, PyTorch"]["sentences_per_second"]
     rows = []
     for variant in variants:

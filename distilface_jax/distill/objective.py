@@ -39,7 +39,6 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from distilface_jax.distill.relations import MASKED_LOGIT
 from distilface_jax.training import losses, matryoshka
 
 Array = jax.Array
@@ -77,29 +76,17 @@ def distill_sums(
         "num_values": jnp.asarray(s_local.size, jnp.float32),
         "teacher_cosine": cosine,
     }
-    if contrastive_weight and queue is not None:
-        sums.update(_queued_infonce(s_local, t_global, queue, queue_valid, anchor_offset, temperature))
-    elif contrastive_weight:
+    if contrastive_weight:
         _, contrastive = losses.simcse_loss_local(
-            s_local, jax.lax.stop_gradient(t_global), anchor_offset=anchor_offset, temperature=temperature
+            s_local,
+            jax.lax.stop_gradient(t_global),
+            anchor_offset=anchor_offset,
+            temperature=temperature,
+            extra_negatives=None if queue is None else jax.lax.stop_gradient(queue.astype(t_global.dtype)),
+            extra_valid=None if queue_valid is None else queue_valid.astype(jnp.bool_),
         )
         sums.update(contrastive_loss=contrastive["loss"], correct=contrastive["correct"])
     return sums
-
-
-def _queued_infonce(s_local, t_global, queue, queue_valid, anchor_offset, temperature) -> dict[str, Array]:
-    """Σ_i of InfoNCE with candidates [t_global; queue]: [b, D], [B, D], [Q, D], [Q] → sums."""
-    b, B = s_local.shape[0], t_global.shape[0]
-    candidates = jax.lax.stop_gradient(jnp.concatenate([t_global, queue.astype(t_global.dtype)], axis=0))  # [B+Q, D]
-    valid = jnp.concatenate([jnp.ones((B,), jnp.bool_), queue_valid.astype(jnp.bool_)])  # [B+Q]
-    logits = losses.cosine_matrix(s_local, candidates) / temperature  # [b, B+Q]
-    logits = jnp.where(valid[None, :], logits, MASKED_LOGIT)
-    labels = anchor_offset + jnp.arange(b)  # [b]: the own teacher embedding's column
-    log_probs = jax.nn.log_softmax(logits, axis=-1)
-    return {
-        "contrastive_loss": -jnp.sum(jnp.take_along_axis(log_probs, labels[:, None], axis=-1)),
-        "correct": jnp.sum(jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32),
-    }
 
 
 def finalize(sums: dict[str, Array], contrastive_weight: float = 0.0) -> tuple[Array, dict[str, Array]]:

@@ -40,8 +40,6 @@ from distilface_jax.training import losses
 
 Array = jax.Array
 
-MASKED_LOGIT = -1e9  # a finite "minus infinity": exp underflows to 0 and 0 · (a − b) stays 0, never NaN
-
 
 def _kl_rows(log_p: Array, log_q: Array, keep: Array) -> Array:
     """Σ over kept entries of p (log p − log q), both log-distributions over the last axis."""
@@ -58,7 +56,7 @@ def relational_sums(
 
     def log_distribution(local, candidates):  # [b, B]
         logits = losses.cosine_matrix(local, candidates) / temperature
-        return jax.nn.log_softmax(jnp.where(other, logits, MASKED_LOGIT), axis=-1)
+        return jax.nn.log_softmax(jnp.where(other, logits, losses.MASKED_LOGIT), axis=-1)
 
     log_p_t = log_distribution(jax.lax.stop_gradient(t_local), jax.lax.stop_gradient(t_global))
     log_p_s = log_distribution(s_local, s_global)
@@ -90,7 +88,7 @@ def hidden_sums(
 def _relation_log_softmax(x: Array, y: Array, key_is_real: Array) -> Array:
     """log softmax over keys of x yᵀ / √d per head: x, y [b, L, A, d] → [b, A, L, L]."""
     scores = jnp.einsum("bqad,bkad->baqk", x.astype(jnp.float32), y.astype(jnp.float32)) / math.sqrt(x.shape[-1])
-    return jax.nn.log_softmax(jnp.where(key_is_real, scores, MASKED_LOGIT), axis=-1)
+    return jax.nn.log_softmax(jnp.where(key_is_real, scores, losses.MASKED_LOGIT), axis=-1)
 
 
 def attention_sums(student: tuple, teacher: tuple, attention_mask: Array) -> dict[str, Array]:

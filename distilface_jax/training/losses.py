@@ -41,6 +41,9 @@ def l2_normalize(x: Array, eps: float = COSINE_EPS) -> Array:
     return sentence_pipeline.l2_normalize(x, eps)
 
 
+MASKED_LOGIT = -1e9  # a finite "minus infinity": exp underflows to 0 and 0 · (a − b) stays 0, never NaN
+
+
 def cosine_matrix(a: Array, b: Array) -> Array:
     """[n,H] x [m,H] -> [n,m] cosine similarities, float32 with HIGHEST matmul precision."""
     return jnp.matmul(l2_normalize(a), l2_normalize(b).T, precision=jax.lax.Precision.HIGHEST)
@@ -54,6 +57,8 @@ def simcse_loss_local(
     anchor_offset: int | Array = 0,
     temperature: float = 0.05,
     hard_negative_weight: float = 0.0,
+    extra_negatives: Array | None = None,
+    extra_valid: Array | None = None,
 ) -> tuple[Array, dict[str, Array]]:
     """Sum of SimCSE losses of b local anchors against B global candidates.
 
@@ -64,6 +69,8 @@ def simcse_loss_local(
       z3: optional [B, H] all hard negatives; local row r's own one is z3[anchor_offset + r].
       anchor_offset: first global row held here; may be traced (e.g. `axis_index * b`).
       temperature: τ. hard_negative_weight: w, added to logit [r, B + anchor_offset + r].
+      extra_negatives: optional [Q, H] candidates every anchor sees as negatives only (a queue);
+        extra_valid [Q] bool masks the slots not filled yet (their logit is MASKED_LOGIT).
 
     Returns:
       (loss_sum, sums): Σ_r ℓ_r as a float32 scalar, and a dict of *sums* (psum-able):
@@ -83,7 +90,10 @@ def simcse_loss_local(
         own_hard = jax.nn.one_hot(labels, B, dtype=jnp.float32)  # [b, B]
         logits = jnp.concatenate([logits, cos_hard / temperature + hard_negative_weight * own_hard], axis=-1)  # [b, 2B]
         sums["hard_negative_cosine"] = jnp.sum(cos_hard * own_hard)
-    log_probs = jax.nn.log_softmax(logits, axis=-1)  # [b, B] or [b, 2B]
+    if extra_negatives is not None:
+        extra = cosine_matrix(z1, extra_negatives) / temperature  # [b, Q]
+        logits = jnp.concatenate([logits, jnp.where(extra_valid[None, :], extra, MASKED_LOGIT)], axis=-1)
+    log_probs = jax.nn.log_softmax(logits, axis=-1)  # [b, B], [b, 2B] (+ Q)
     nll = -jnp.take_along_axis(log_probs, labels[:, None], axis=-1)[:, 0]  # [b]
     loss_sum = jnp.sum(nll)
     sums.update(
@@ -123,6 +133,8 @@ def simcse_loss(
     *,
     temperature: float = 0.05,
     hard_negative_weight: float = 0.0,
+    extra_negatives: Array | None = None,
+    extra_valid: Array | None = None,
 ) -> tuple[Array, dict[str, Array]]:
     """SimCSE / InfoNCE loss of one whole batch (mean over the B anchors).
 

@@ -6,6 +6,10 @@ teacher embeddings of global batches n−1, …, n−K) is a function of the dat
 the data hands it over with each batch. A resumed run rebuilds exactly the queue the
 interrupted one had, with nothing added to the checkpoint and nothing to keep in sync across
 hosts; every host holds its own slice of each past batch, as it does of the current one.
+
+Near an epoch boundary a past batch can hold an example of the current one: its teacher row is
+then some anchor's positive, not a negative, and its slot is marked invalid for every anchor
+(the other anchors lose one negative of K·B; none is taught to push its own target away).
 """
 
 from __future__ import annotations
@@ -32,10 +36,12 @@ class QueuedTeacherData(data.TrainData):
 
     def batch(self, step: int, process_index: int = 0, process_count: int = 1) -> dict[str, np.ndarray]:
         """The batch of `step` plus TEACHER_QUEUE [K·b, D] (batch step−1 first) and
-        TEACHER_QUEUE_VALID [K·b] (False for the slots of steps before 0)."""
+        TEACHER_QUEUE_VALID [K·b] (False for the slots of steps before 0 and for examples that are
+        also in the current global batch)."""
         batch = super().batch(step, process_index, process_count)
         table = self.arrays[TEACHER_EMBEDDING]  # [N, D]
         rows_per_host = self.global_batch_size // process_count
+        current = data.global_batch_indices(self.num_examples, self.global_batch_size, self.seed, step)  # [B]
         queue, valid = [], []
         for past in range(step - 1, step - 1 - self.queue_steps, -1):
             if past < 0:
@@ -46,7 +52,7 @@ class QueuedTeacherData(data.TrainData):
                 self.num_examples, past, self.global_batch_size, self.seed, process_index, process_count
             )
             queue.append(table[mine])
-            valid.append(np.ones((rows_per_host,), np.bool_))
+            valid.append(~np.isin(mine, current))
         batch[TEACHER_QUEUE] = np.concatenate(queue)
         batch[TEACHER_QUEUE_VALID] = np.concatenate(valid)
         return batch

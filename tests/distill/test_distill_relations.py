@@ -298,8 +298,12 @@ def test_queue_holds_the_previous_batches_teacher_rows_on_every_host():
     }
     plain = data.TrainData(arrays, batch_size, seed=7)
     queued = QueuedTeacherData.wrap(plain, steps)
+    masked_positives = 0
     for step in (0, 2, 5, 9):  # 5 steps an epoch: 5 and 9 reach back across an epoch boundary
         for processes in (1, 2):
+            # The teacher rows are distinct random vectors, so a row stands for its example.
+            hosts = [plain.batch(step, p, processes)[TEACHER_EMBEDDING] for p in range(processes)]
+            current = {tuple(row) for rows in hosts for row in rows}
             for process in range(processes):
                 batch = queued.batch(step, process, processes)
                 expected_rows, expected_valid = [], []
@@ -308,11 +312,15 @@ def test_queue_holds_the_previous_batches_teacher_rows_on_every_host():
                         expected_rows.append(np.zeros((batch_size // processes, 4), np.float32))
                         expected_valid.append(np.zeros(batch_size // processes, bool))
                     else:
-                        expected_rows.append(plain.batch(past, process, processes)[TEACHER_EMBEDDING])
-                        expected_valid.append(np.ones(batch_size // processes, bool))
+                        rows = plain.batch(past, process, processes)[TEACHER_EMBEDDING]
+                        expected_rows.append(rows)
+                        # A past row that is also in the current global batch is a positive, never a negative.
+                        expected_valid.append(np.array([tuple(row) not in current for row in rows]))
+                        masked_positives += int(sum(tuple(row) in current for row in rows))
                 np.testing.assert_array_equal(batch[TEACHER_QUEUE], np.concatenate(expected_rows))
                 np.testing.assert_array_equal(batch[TEACHER_QUEUE_VALID], np.concatenate(expected_valid))
                 np.testing.assert_array_equal(batch["input_ids"], plain.batch(step, process, processes)["input_ids"])
+    assert masked_positives > 0  # the epoch boundary put current examples in the queue
     # The global queue (host slices in process order) holds every row of the past batches.
     both = np.concatenate([queued.batch(4, p, 2)[TEACHER_QUEUE] for p in (0, 1)])
     one = queued.batch(4, 0, 1)[TEACHER_QUEUE]

